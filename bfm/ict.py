@@ -1,0 +1,155 @@
+"""ICT-FaceKit → recon_tf face model.
+
+ICT-FaceKit (MIT, USC ICT, https://github.com/ICT-VGL/ICT-FaceKit) ships a
+full head (26719 vertices) as OBJ files: ``generic_neutral_mesh.obj``,
+``identity000.obj`` … (100 identity modes, already scaled so weights are
+~ N(0, 1)), and 53 ARKit-style expression blendshapes (``jawOpen.obj`` …,
+weights in [0, 1]), plus ``vertex_indices.json``. We use the face region, the
+first 9409 vertices, and the faces whose vertices all lie in it.
+
+Conversion choices (ours; documented in the README):
+
+* units: ICT is in centimetres; we scale by 0.1 to decimetres (BFM/Deep3DFace
+  units, so the same camera defaults serve both) and centre the mean shape.
+* expression order: blendshapes are sorted by their largest vertex
+  displacement, largest first, so the paper's 29 expression coefficients take
+  the 29 most expressive blendshapes (jawOpen … eyeBlink … browOuterUp).
+* albedo: ICT has none; :func:`bfm.albedo.default_albedo_model`.
+* landmarks: ``idx_to_landmark_verts`` of ``vertex_indices.json``, which the
+  shared npz stores as ``lmk68``.
+
+Command line: ``python -m bfm.convert --source=ict_obj --input=FaceXModel --output=ict.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from bfm.albedo import default_albedo_model
+from recon_tf.assets import require_file
+from recon_tf.export import read_obj
+from recon_tf.face_model import FaceModelFormatError, save_face_model, validate_arrays
+
+ICT_SOURCE = "ICT-FaceKit, https://github.com/ICT-VGL/ICT-FaceKit (FaceXModel directory)"
+CM_TO_DM = 0.1
+FACE_REGION_VERTICES = 9409
+
+
+def _compact_uv(tri_uv: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only the UV points used by ``tri_uv``; renumber ids."""
+    used, inverse = np.unique(tri_uv.reshape(-1), return_inverse=True)
+    return uv[used].astype(np.float32), inverse.reshape(tri_uv.shape).astype(np.int32)
+
+
+def build_model(mean_cm: np.ndarray, id_basis_cm: np.ndarray, exp_basis_cm: np.ndarray,
+                exp_names: list[str], tris: np.ndarray, tri_uv: np.ndarray, uv: np.ndarray,
+                lmk68: np.ndarray, num_albedo_modes: int = 80) -> dict:
+    """Assemble a recon_tf face-model dict from ICT arrays in centimetres.
+
+    Args:
+      mean_cm: [N, 3] neutral face region.
+      id_basis_cm: [K_id, N, 3] identity deltas.
+      exp_basis_cm: [K_exp, N, 3] blendshape deltas.
+      exp_names: K_exp blendshape names.
+      tris, tri_uv: [T, 3] vertex and UV ids; uv: [U, 2].
+      lmk68: [68] landmark vertex ids.
+      num_albedo_modes: modes of the default albedo basis.
+    """
+    mean = (mean_cm - mean_cm.mean(axis=0, keepdims=True)) * CM_TO_DM
+    reach = np.linalg.norm(exp_basis_cm, axis=-1).max(axis=-1) if len(exp_basis_cm) else []
+    order = np.argsort(-np.asarray(reach), kind="stable")
+    uv_c, tri_uv_c = _compact_uv(np.asarray(tri_uv), np.asarray(uv))
+    arrays = {
+        "mean_shape": mean.astype(np.float32),
+        "id_basis": (id_basis_cm * CM_TO_DM).astype(np.float32),
+        "exp_basis": (exp_basis_cm[order] * CM_TO_DM).astype(np.float32),
+        "exp_names": np.array([exp_names[i] for i in order]),
+        "triangles": np.asarray(tris, np.int32), "uv": uv_c, "tri_uv": tri_uv_c,
+        "lmk68": np.asarray(lmk68, np.int32),
+        "skin_mask": np.ones(len(mean), np.float32),
+        "name": "ict_facekit",
+    }
+    vertex_uv = _vertex_uv(arrays["triangles"], arrays["tri_uv"], uv_c, len(mean))
+    arrays["mean_albedo"], arrays["albedo_basis"] = default_albedo_model(
+        vertex_uv, num_albedo_modes)
+    validate_arrays(arrays)
+    return arrays
+
+
+def _vertex_uv(tris: np.ndarray, tri_uv: np.ndarray, uv: np.ndarray, n: int) -> np.ndarray:
+    total = np.zeros((n, 2))
+    count = np.zeros(n)
+    np.add.at(total, tris.reshape(-1), uv[tri_uv.reshape(-1)])
+    np.add.at(count, tris.reshape(-1), 1.0)
+    return total / np.maximum(count, 1.0)[:, None]
+
+
+def load_ict_npz(path: str, num_albedo_modes: int = 80) -> dict:
+    """Convert the shared ICT face-region npz (keys ``mean``, ``id_basis``,
+    ``exp_basis``, ``exp_names``, ``tris``, ``tri_uv_idx``, ``uv``, ``lmk68``)
+    into a recon_tf face-model dict.
+
+    Raises:
+      AssetMissingError: the file is absent (message says where to get it).
+      FaceModelFormatError: a key is missing or malformed.
+    """
+    require_file(path, "ICT-FaceKit face-region npz", ICT_SOURCE)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            src = {k: d[k] for k in d.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise FaceModelFormatError(f"cannot read ICT npz {path}: {err}") from err
+    needed = ["mean", "id_basis", "exp_basis", "tris", "tri_uv_idx", "uv", "lmk68"]
+    missing = [k for k in needed if k not in src]
+    if missing:
+        raise FaceModelFormatError(f"ICT npz {path} lacks keys {missing}")
+    names = [str(n) for n in src.get("exp_names", [f"exp{i}" for i in
+                                                    range(len(src["exp_basis"]))])]
+    return build_model(src["mean"], src["id_basis"], src["exp_basis"], names, src["tris"],
+                       src["tri_uv_idx"], src["uv"], src["lmk68"], num_albedo_modes)
+
+
+def convert_obj_dir(obj_dir: str, region_vertices: int = FACE_REGION_VERTICES,
+                    num_albedo_modes: int = 80) -> dict:
+    """Convert ICT-FaceKit's OBJ directory (``FaceXModel``) into a face-model dict.
+
+    Reads ``generic_neutral_mesh.obj``, every ``identityNNN.obj`` present, the
+    expression OBJs named in ``vertex_indices.json`` that are present, and the
+    landmark ids from the json. Only the first ``region_vertices`` vertices
+    and the faces inside them are kept.
+    """
+    neutral_path = require_file(os.path.join(obj_dir, "generic_neutral_mesh.obj"),
+                                "ICT neutral mesh", ICT_SOURCE)
+    index_path = require_file(os.path.join(obj_dir, "vertex_indices.json"),
+                              "ICT vertex_indices.json", ICT_SOURCE)
+    with open(index_path) as f:
+        index = json.load(f)
+    neutral = read_obj(neutral_path)
+    keep = np.all(neutral.faces < region_vertices, axis=1)
+    if neutral.face_uv is None:
+        raise FaceModelFormatError(f"{neutral_path} has no UVs")
+    tris, tri_uv = neutral.faces[keep], neutral.face_uv[keep]
+    base = neutral.vertices[:region_vertices]
+
+    def deltas(names: list[str]) -> np.ndarray:
+        out = []
+        for name in names:
+            v = read_obj(os.path.join(obj_dir, name + ".obj")).vertices
+            if len(v) != len(neutral.vertices):
+                raise FaceModelFormatError(
+                    f"{name}.obj has {len(v)} vertices, the neutral mesh {len(neutral.vertices)}")
+            out.append(v[:region_vertices] - base)
+        return np.stack(out) if out else np.zeros((0, region_vertices, 3))
+
+    id_names = sorted(f[:-4] for f in os.listdir(obj_dir)
+                      if f.startswith("identity") and f.endswith(".obj"))
+    exp_names = [n for n in index["expressions"]
+                 if os.path.exists(os.path.join(obj_dir, n + ".obj"))]
+    if not id_names:
+        raise FaceModelFormatError(f"no identityNNN.obj in {obj_dir}")
+    lmk68 = np.asarray(index["idx_to_landmark_verts"], np.int64)
+    return build_model(base, deltas(id_names), deltas(exp_names), exp_names, tris, tri_uv,
+                       neutral.uv, lmk68, num_albedo_modes)

@@ -1,0 +1,176 @@
+"""Face-model converters: ICT npz and OBJ directory, BFM 2009 + expression bases,
+Deep3DFace's BFM_model_front.mat, the default albedo basis, and their errors.
+BFM files are not distributed: the tests write tiny files in the same formats."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+import scipy.io
+
+from bfm.albedo import colour_axes, default_albedo_model
+from bfm.bfm2009 import convert_bfm2009, read_exp_pca_bin
+from bfm.deep3d import convert_deep3d
+from bfm.ict import convert_obj_dir, load_ict_npz
+from recon_tf.assets import AssetMissingError, asset_path
+from recon_tf.face_model import FaceModel, FaceModelFormatError
+
+N_BFM, N_TRIM = 12, 10  # tiny "BFM": 12 vertices, expressions on the first 10
+
+
+def _tiny_bfm(tmp_path, rng):
+    mu = rng.normal(size=(3 * N_BFM, 1)) * 1e5
+    tris = np.array([[1, 2, 3], [2, 3, 4], [5, 6, 7], [9, 10, 11], [10, 11, 12]])
+    scipy.io.savemat(tmp_path / "01_MorphableModel.mat", {
+        "shapeMU": mu, "shapePC": rng.normal(size=(3 * N_BFM, 7)),
+        "shapeEV": np.arange(1, 8, dtype=float)[:, None] * 1e3,
+        "texMU": rng.uniform(0, 255, size=(3 * N_BFM, 1)),
+        "texPC": rng.normal(size=(3 * N_BFM, 6)), "texEV": np.ones((6, 1)) * 10.0,
+        "tl": tris.astype(float)})
+    return mu, tris
+
+
+def _write_exp_pca(path, mean, comps):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", len(comps)))
+        f.write(mean.astype("<f4").tobytes())
+        f.write(comps.astype("<f4").tobytes())
+
+
+def test_bfm2009_with_exp_pca_bin(tmp_path):
+    rng = np.random.default_rng(0)
+    mu, _ = _tiny_bfm(tmp_path, rng)
+    exp_mean = rng.normal(size=3 * N_TRIM) * 100
+    comps = rng.normal(size=(4, 3 * N_TRIM)) * 100
+    _write_exp_pca(tmp_path / "Exp_Pca.bin", exp_mean, comps)
+    np.savetxt(tmp_path / "std_exp.txt", [1.0, 2.0, 3.0, 4.0])
+    scipy.io.savemat(tmp_path / "BFM_exp_idx.mat",
+                     {"trimIndex": np.arange(1, N_TRIM + 1)[:, None].astype(float)})
+    np.savetxt(tmp_path / "kp.txt", (np.arange(68) % N_TRIM) + 1, fmt="%d")
+    m = convert_bfm2009(str(tmp_path / "01_MorphableModel.mat"),
+                        exp_pca_bin=str(tmp_path / "Exp_Pca.bin"),
+                        exp_std_txt=str(tmp_path / "std_exp.txt"),
+                        exp_idx_mat=str(tmp_path / "BFM_exp_idx.mat"),
+                        keypoints=str(tmp_path / "kp.txt"), n_id=5, n_tex=3)
+    assert m["mean_shape"].shape == (N_TRIM, 3)
+    want_mean = (mu.reshape(-1, 3)[:N_TRIM] + exp_mean.reshape(-1, 3)) * 1e-5
+    np.testing.assert_allclose(m["mean_shape"], want_mean - want_mean.mean(0), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(m["exp_basis"][2], comps[2].reshape(-1, 3) * 3e-5, rtol=1e-5)
+    assert m["id_basis"].shape == (5, N_TRIM, 3) and m["albedo_basis"].shape == (3, N_TRIM, 3)
+    # triangles touching vertices 11/12 (outside the trimmed set) are dropped
+    np.testing.assert_array_equal(m["triangles"], [[0, 1, 2], [1, 2, 3], [4, 5, 6]])
+    assert m["lmk68"][0] == 0
+    assert np.all((m["uv"] >= 0) & (m["uv"] <= 1))
+    FaceModel(m)  # valid and usable
+
+
+def test_bfm2009_with_3ddfa_expression(tmp_path):
+    rng = np.random.default_rng(1)
+    _tiny_bfm(tmp_path, rng)
+    w = rng.normal(size=(3 * N_BFM, 29))
+    sigma = np.linspace(1, 2, 29)[:, None]
+    scipy.io.savemat(tmp_path / "Model_Expression.mat",
+                     {"mu_exp": np.zeros((3 * N_BFM, 1)), "w_exp": w, "sigma_exp": sigma})
+    scipy.io.savemat(tmp_path / "info.mat", {"keypoints": np.arange(1, 69)[None] % N_BFM + 1})
+    m = convert_bfm2009(str(tmp_path / "01_MorphableModel.mat"),
+                        ddfa_expression_mat=str(tmp_path / "Model_Expression.mat"),
+                        keypoints=str(tmp_path / "info.mat"), n_id=7, n_tex=6)
+    assert m["exp_basis"].shape == (29, N_BFM, 3)
+    np.testing.assert_allclose(m["exp_basis"][28], w[:, 28].reshape(-1, 3) * 2.0 * 1e-5,
+                               rtol=1e-5)
+    assert FaceModel(m).layout.exp_dim == 29
+
+
+def test_bfm2009_errors(tmp_path):
+    with pytest.raises(AssetMissingError, match="faces.dmi.unibas.ch"):
+        convert_bfm2009(str(tmp_path / "01_MorphableModel.mat"),
+                        exp_pca_bin=str(tmp_path / "Exp_Pca.bin"))
+    rng = np.random.default_rng(2)
+    _tiny_bfm(tmp_path, rng)
+    with pytest.raises(AssetMissingError, match="Exp_Pca.bin"):
+        convert_bfm2009(str(tmp_path / "01_MorphableModel.mat"),
+                        exp_pca_bin=str(tmp_path / "Exp_Pca.bin"))
+    _write_exp_pca(tmp_path / "Exp_Pca.bin", np.zeros(3 * N_TRIM), np.zeros((2, 3 * N_TRIM)))
+    with pytest.raises(FaceModelFormatError, match="BFM_exp_idx.mat"):
+        convert_bfm2009(str(tmp_path / "01_MorphableModel.mat"),
+                        exp_pca_bin=str(tmp_path / "Exp_Pca.bin"))
+    (tmp_path / "trunc.bin").write_bytes(struct.pack("<i", 3) + b"\0" * 10)
+    with pytest.raises(FaceModelFormatError, match="do not hold"):
+        read_exp_pca_bin(str(tmp_path / "trunc.bin"))
+    (tmp_path / "bad.mat").write_bytes(b"garbage" * 20)
+    with pytest.raises(FaceModelFormatError, match="cannot read"):
+        convert_bfm2009(str(tmp_path / "bad.mat"), exp_pca_bin=str(tmp_path / "Exp_Pca.bin"))
+    with pytest.raises(ValueError, match="exactly one"):
+        convert_bfm2009(str(tmp_path / "01_MorphableModel.mat"))
+
+
+def test_deep3d_front_mat(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 9
+    scipy.io.savemat(tmp_path / "BFM_model_front.mat", {
+        "meanshape": rng.normal(size=(1, 3 * n)), "idBase": rng.normal(size=(3 * n, 80)),
+        "exBase": rng.normal(size=(3 * n, 64)), "meantex": np.full((1, 3 * n), 127.5),
+        "texBase": rng.normal(size=(3 * n, 80)), "tri": np.array([[1, 2, 3], [4, 5, 6]]),
+        "keypoints": (np.arange(68) % n + 1)[None], "skinmask": np.ones((1, n))})
+    m = convert_deep3d(str(tmp_path / "BFM_model_front.mat"))
+    np.testing.assert_allclose(m["mean_albedo"], 0.5)
+    fm = FaceModel(m)
+    assert (fm.layout.id_dim, fm.layout.exp_dim, fm.layout.tex_dim) == (80, 29, 80)
+    scipy.io.savemat(tmp_path / "incomplete.mat", {"meanshape": np.zeros((1, 3))})
+    with pytest.raises(FaceModelFormatError, match="lacks keys"):
+        convert_deep3d(str(tmp_path / "incomplete.mat"))
+
+
+def test_ict_npz_matches_obj_converter():
+    raw = asset_path("face_models/ict_facekit/raw")
+    from_npz = load_ict_npz(asset_path("face_models/ict_facekit/ict_face_region_9409.npz"))
+    from_obj = convert_obj_dir(raw)
+    # the raw folder holds 2 identity and 2 expression OBJs
+    assert from_obj["id_basis"].shape == (2, 9409, 3)
+    np.testing.assert_allclose(from_obj["mean_shape"], from_npz["mean_shape"], atol=1e-5)
+    np.testing.assert_allclose(from_obj["id_basis"], from_npz["id_basis"][:2], atol=1e-6)
+    names = list(from_npz["exp_names"])
+    for k, name in enumerate(from_obj["exp_names"]):
+        np.testing.assert_allclose(from_obj["exp_basis"][k],
+                                   from_npz["exp_basis"][names.index(name)], atol=1e-6)
+    # the OBJ has one triangle face in the region besides the quads; the npz kept quads only
+    nt = len(from_npz["triangles"])
+    np.testing.assert_array_equal(from_obj["triangles"][:nt], from_npz["triangles"])
+    np.testing.assert_allclose(from_obj["uv"][from_obj["tri_uv"][:nt]],
+                               from_npz["uv"][from_npz["tri_uv"]], atol=1e-6)
+    np.testing.assert_array_equal(from_obj["lmk68"], from_npz["lmk68"])
+    assert names[:2] == ["jawOpen", "mouthClose"]
+
+
+def test_ict_obj_dir_errors(tmp_path):
+    with pytest.raises(AssetMissingError, match="ICT-FaceKit"):
+        convert_obj_dir(str(tmp_path))
+    raw = asset_path("face_models/ict_facekit/raw")
+    os.symlink(os.path.join(raw, "generic_neutral_mesh.obj"), tmp_path / "generic_neutral_mesh.obj")
+    with open(tmp_path / "vertex_indices.json", "w") as f:
+        json.dump({"expressions": [], "idx_to_landmark_verts": list(range(68))}, f)
+    with pytest.raises(FaceModelFormatError, match="identity"):
+        convert_obj_dir(str(tmp_path))
+
+
+def test_default_albedo_basis_is_smooth_and_plausible():
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(0, 1, size=(500, 2)).astype(np.float32)
+    mean, basis = default_albedo_model(uv, 80)
+    assert mean.shape == (500, 3) and basis.shape == (80, 500, 3)
+    axes = colour_axes()
+    np.testing.assert_allclose(axes @ axes.T, np.eye(3), atol=1e-6)
+    samples = mean[None] + np.einsum("sk,knc->snc", rng.normal(size=(200, 80)), basis)
+    inside = np.mean((samples > 0) & (samples < 1))
+    assert inside > 0.99, inside
+    # each mode is smooth: on a fine UV grid, neighbouring texels differ little
+    g = np.stack(np.meshgrid(np.linspace(0, 1, 101), np.linspace(0, 1, 101)), -1)
+    _, grid_basis = default_albedo_model(g.reshape(-1, 2), 80)
+    grid_basis = grid_basis.reshape(80, 101, 101, 3)
+    step = np.abs(np.diff(grid_basis, axis=1)).mean() + np.abs(np.diff(grid_basis, axis=2)).mean()
+    assert step < 0.1 * np.abs(grid_basis).mean()
+    with pytest.raises(ValueError, match="num_modes"):
+        default_albedo_model(uv, 2)
