@@ -6,11 +6,11 @@ gives plausible, low-frequency skin-colour variation:
 
 * modes 0-2: global colour, along three orthonormal RGB directions
   (brightness along the mean skin colour, a red-green and a yellow-blue
-  chroma axis) with standard deviations 0.10, 0.035, 0.025;
+  chroma axis) with standard deviations 0.10, 0.03, 0.02;
 * the remaining modes: separable cosines ``cos(π i u) cos(π j v)`` over the
   vertex UVs (normalised to unit RMS over the vertices), ordered by frequency
   ``i + j``, alternating brightness and red-green chroma, with standard
-  deviation ``0.05 / (i + j)``.
+  deviations ``0.03 / (i + j)`` (brightness) and ``0.012 / (i + j)`` (chroma).
 
 Values are linear RGB in [0, 1]; the mean is ``MEAN_SKIN_ALBEDO``.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 MEAN_SKIN_ALBEDO = np.array([0.72, 0.53, 0.44], np.float32)
-GLOBAL_STDS = (0.10, 0.035, 0.025)
-SPATIAL_STD = 0.05
+GLOBAL_STDS = (0.10, 0.03, 0.02)
+SPATIAL_STDS = (0.03, 0.012)
 
 
 def colour_axes() -> np.ndarray:
@@ -62,7 +62,7 @@ def default_albedo_model(vertex_uv: np.ndarray, num_modes: int = 80
             f = f / max(np.sqrt(np.mean(f ** 2)), 1e-8)
             for axis in (0, 1):
                 if len(modes) < num_modes:
-                    modes.append(SPATIAL_STD / freq * f[:, None] * axes[axis][None, :])
+                    modes.append(SPATIAL_STDS[axis] / freq * f[:, None] * axes[axis][None, :])
         freq += 1
     mean = np.tile(MEAN_SKIN_ALBEDO, (n, 1))
     return mean.astype(np.float32), np.stack(modes).astype(np.float32)

@@ -2,12 +2,16 @@
 
 Examples::
 
-    python -m bfm.convert --source=ict --input=../shared/assets/face_models/ict_facekit/ict_face_region_9409.npz --output=models/ict.npz
-    python -m bfm.convert --source=ict_obj --input=ICT-FaceKit/FaceXModel --output=models/ict_full.npz
+    python -m bfm.convert --source=ict \
+        --input=../shared/assets/face_models/ict_facekit/ict_face_region_9409.npz \
+        --output=models/ict.npz
+    python -m bfm.convert --source=ict_obj --input=ICT-FaceKit/FaceXModel \
+        --output=models/ict_full.npz
     python -m bfm.convert --source=bfm2009 --input=BFM/01_MorphableModel.mat \
         --exp_pca_bin=BFM/Exp_Pca.bin --exp_std=BFM/std_exp.txt \
         --exp_idx=BFM/BFM_exp_idx.mat --keypoints=BFM/keypoints.txt --output=models/bfm.npz
-    python -m bfm.convert --source=deep3d --input=BFM/BFM_model_front.mat --output=models/bfm_front.npz
+    python -m bfm.convert --source=deep3d --input=BFM/BFM_model_front.mat \
+        --output=models/bfm_front.npz
 """
 
 from __future__ import annotations

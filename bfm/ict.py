@@ -31,7 +31,7 @@ import numpy as np
 from bfm.albedo import default_albedo_model
 from recon_tf.assets import require_file
 from recon_tf.export import read_obj
-from recon_tf.face_model import FaceModelFormatError, save_face_model, validate_arrays
+from recon_tf.face_model import FaceModelFormatError, validate_arrays
 
 ICT_SOURCE = "ICT-FaceKit, https://github.com/ICT-VGL/ICT-FaceKit (FaceXModel directory)"
 CM_TO_DM = 0.1

@@ -16,7 +16,9 @@ Two projections Π, chosen by ``--camera``:
   origin has the same size under both).
 
 Image coordinates are continuous pixels, x right, y down, with pixel (i, j)
-covering [j, j+1) × [i, i+1) (its centre at (j + 0.5, i + 0.5)). The
+covering [j, j+1) × [i, i+1) (its centre at (j + 0.5, i + 0.5)); landmarks
+read from data (OpenCV / ``.pts`` convention, centres at integers) are
+compared after adding ``PIXEL_CENTER`` = 0.5. The
 rasterizer takes homogeneous clip coordinates (OpenGL: visible where
 −w ≤ x, y, z ≤ w; NDC y = +1 is the top row), made by :meth:`clip`.
 """
@@ -28,6 +30,9 @@ import dataclasses
 import tensorflow as tf
 
 DEEP3D_FOCAL = 1015.0
+# Projected coordinates are continuous (pixel 0 spans [0, 1)); landmark files and
+# OpenCV put pixel centres at integers. data_landmarks + PIXEL_CENTER = projected.
+PIXEL_CENTER = 0.5
 DEEP3D_IMAGE_SIZE = 224
 DEEP3D_CAMERA_DISTANCE = 10.0
 
