@@ -1,0 +1,96 @@
+"""Face detection with MTCNN (the ``mtcnn`` package, which ships its weights).
+
+Coordinates are image pixels of the array given to :meth:`FaceDetector.detect`
+(x to the right, y down; box edges as MTCNN reports them). Large images are
+downscaled for detection only (longer side ≤ ``detect_max_side``), and the
+boxes are mapped back to full resolution: MTCNN's cost grows with the pixel
+count, while faces that matter for a 224² crop stay detectable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+
+@dataclasses.dataclass
+class FaceBox:
+    """One detected face.
+
+    Attributes:
+      box: float32 [4] = (x, y, w, h) in pixels, top-left corner + size.
+      confidence: MTCNN's score in [0, 1].
+      keypoints: float32 [5, 2] (x, y): left eye, right eye (as MTCNN names
+        them: the eye on the image's left, then the one on the right), nose,
+        mouth left, mouth right.
+    """
+
+    box: np.ndarray
+    confidence: float
+    keypoints: np.ndarray
+
+    @property
+    def area(self) -> float:
+        return float(self.box[2] * self.box[3])
+
+    def to_json(self) -> dict:
+        """A JSON-friendly summary (box rounded to 0.1 px)."""
+        return {"box": [round(float(v), 1) for v in self.box],
+                "confidence": round(float(self.confidence), 4)}
+
+
+class FaceDetector:
+    """MTCNN wrapper; create one per process (it holds TF models).
+
+    Args:
+      min_face_size: smallest face side (pixels at detection scale) searched.
+      min_confidence: faces scoring lower are dropped.
+      detect_max_side: images are downscaled so their longer side is at most
+        this for detection (0: never).
+      device: TF device string for MTCNN, e.g. ``"CPU:0"``.
+    """
+
+    def __init__(self, min_face_size: int = 20, min_confidence: float = 0.9,
+                 detect_max_side: int = 1024, device: str = "CPU:0"):
+        from mtcnn import MTCNN
+
+        self.min_face_size = min_face_size
+        self.min_confidence = min_confidence
+        self.detect_max_side = detect_max_side
+        self._mtcnn = MTCNN(device=device)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """Detect faces in an RGB uint8 [H, W, 3] image.
+
+        Returns:
+          The faces scoring ≥ ``min_confidence``, largest box first.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        scale = 1.0
+        small = image
+        if self.detect_max_side and max(h, w) > self.detect_max_side:
+            scale = self.detect_max_side / float(max(h, w))
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            scale = size[0] / float(w)
+        rows = self._mtcnn.detect_faces(small, box_format="xyxy", output_type="numpy",
+                                        min_face_size=self.min_face_size)
+        faces = []
+        for row in np.asarray(rows, np.float64).reshape(-1, 16):
+            x1, y1, x2, y2, conf = row[1:6]
+            if conf < self.min_confidence or x2 <= x1 or y2 <= y1:
+                continue
+            box = np.array([x1, y1, x2 - x1, y2 - y1], np.float32) / scale
+            keypoints = (row[6:16].reshape(5, 2) / scale).astype(np.float32)
+            faces.append(FaceBox(box, float(conf), keypoints))
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
+
+def largest_face(faces: list[FaceBox]) -> FaceBox | None:
+    """The face with the largest box area, or ``None`` for an empty list."""
+    return max(faces, key=lambda f: f.area) if faces else None

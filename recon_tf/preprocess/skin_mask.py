@@ -1,0 +1,196 @@
+"""The face-skin mask V of Eq. 7 (1 on face skin, 0 elsewhere).
+
+The paper takes V from 3DDFA-V2 [42] (the visible, rendered face region).
+We use a method that needs no extra network and is robust to hair, beards,
+glasses' rims and occluders, in two parts:
+
+1. **Geometry (landmarks).** The face region is the polygon through the jaw
+   contour (points 0-16) and the eyebrows (17-26) raised towards the forehead
+   by ``forehead`` × the inter-ocular distance d, along the chin→eyes
+   direction. From it we remove the eyes (36-41, 42-47, grown by 0.12·d), the
+   eyebrows (17-21, 22-26, stroked 0.2·d wide) and the mouth (outer lip
+   48-59, grown by 0.06·d): regions whose appearance a skin albedo cannot
+   explain.
+2. **Colour (skin model).** A Gaussian on (Cr, Cb) in YCrCb (OpenCV's
+   BT.601 full range) is fitted to the pixels of the nose and both cheeks
+   (robustly: median start, two re-fits keeping samples within the 95%
+   ellipse, plus a small diagonal prior so grayscale photos do not give a
+   singular covariance). A face-region pixel is skin when its Mahalanobis
+   distance is below ``max_mahalanobis`` (default 3.0) and its luma Y is not
+   far below the cheeks' (Y ≥ median − 3.5·σ_Y: dark hair, beard, shadows
+   under occluders are dropped; shading on skin mostly stays). A 3×3 opening
+   and a 7×7 closing remove speckle and fill pores and specular spots.
+
+If the colour model cannot be trusted (fewer than ``min_samples`` sample
+pixels, or it keeps less than ``min_keep`` of the face region), the
+geometric mask alone is returned; :class:`SkinMask` says which was used.
+Pixels outside the source image (``valid`` = 0) are never skin.
+
+All inputs/outputs are in the same pixel grid: image uint8 [H, W, 3] RGB,
+landmarks float [68, 2] (x right, y down, pixel centres at integers), masks
+uint8 [H, W] with values 0/255.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+JAW = list(range(0, 17))
+BROWS = list(range(17, 27))
+LEFT_BROW, RIGHT_BROW = list(range(17, 22)), list(range(22, 27))
+LEFT_EYE, RIGHT_EYE = list(range(36, 42)), list(range(42, 48))
+OUTER_LIP = list(range(48, 60))
+NOSE = [27, 31, 32, 33, 34, 35]
+LEFT_CHEEK = [1, 2, 3, 4, 48, 31, 40, 41]
+RIGHT_CHEEK = [15, 14, 13, 12, 54, 35, 47, 46]
+
+_SHIFT = 4  # fixed-point bits for sub-pixel polygon drawing
+_CHI2_95_2DOF = 5.991
+
+
+class SkinMask(NamedTuple):
+    """Result of :func:`skin_mask`.
+
+    ``mask``: uint8 [H, W], 0/255. ``method``: ``"colour"`` (geometry ∩ skin
+    colour) or ``"geometry"`` (the colour model was not trusted).
+    """
+
+    mask: np.ndarray
+    method: str
+
+
+def _pts(points: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(points, np.float64) * (1 << _SHIFT)).astype(np.int32)
+
+
+def _fill(mask: np.ndarray, points: np.ndarray, value: int = 255) -> None:
+    cv2.fillPoly(mask, [_pts(points)], value, lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def _stroke(mask: np.ndarray, points: np.ndarray, width: float, closed: bool,
+            value: int = 255) -> None:
+    thickness = max(1, int(round(width)))
+    cv2.polylines(mask, [_pts(points)], closed, value, thickness=thickness,
+                  lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def _eye_distance(lm: np.ndarray) -> float:
+    return float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+
+
+def face_region(landmarks: np.ndarray, shape: tuple[int, int],
+                forehead: float = 0.8) -> np.ndarray:
+    """uint8 [H, W] 0/255: the jaw + raised-eyebrow polygon (no exclusions).
+
+    Args:
+      landmarks: float [68, 2].
+      shape: (H, W) of the output.
+      forehead: how far the eyebrows are raised, in inter-ocular distances.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    eyes = 0.5 * (lm[LEFT_EYE].mean(0) + lm[RIGHT_EYE].mean(0))
+    up = eyes - lm[8]
+    up /= max(np.linalg.norm(up), 1e-6)
+    raised = lm[BROWS][::-1] + forehead * _eye_distance(lm) * up
+    mask = np.zeros(shape, np.uint8)
+    _fill(mask, np.concatenate([lm[JAW], raised]))
+    return mask
+
+
+def excluded_regions(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W] 0/255: eyes, eyebrows and mouth (grown by fractions of d)."""
+    lm = np.asarray(landmarks, np.float64)
+    d = _eye_distance(lm)
+    mask = np.zeros(shape, np.uint8)
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        _fill(mask, lm[eye])
+        _stroke(mask, lm[eye], 0.24 * d, closed=True)
+    for brow in (LEFT_BROW, RIGHT_BROW):
+        _stroke(mask, lm[brow], 0.2 * d, closed=False)
+    _fill(mask, lm[OUTER_LIP])
+    _stroke(mask, lm[OUTER_LIP], 0.12 * d, closed=True)
+    return mask
+
+
+def geometric_mask(landmarks: np.ndarray, shape: tuple[int, int],
+                   forehead: float = 0.8) -> np.ndarray:
+    """uint8 [H, W] 0/255: face region minus eyes, eyebrows and mouth."""
+    region = face_region(landmarks, shape, forehead)
+    return cv2.bitwise_and(region, cv2.bitwise_not(excluded_regions(landmarks, shape)))
+
+
+def _sample_region(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    lm = np.asarray(landmarks, np.float64)
+    mask = np.zeros(shape, np.uint8)
+    for part in (NOSE, LEFT_CHEEK, RIGHT_CHEEK):
+        _fill(mask, lm[part])
+    return mask
+
+
+def _fit_gaussian(samples: np.ndarray, prior_var: float) -> tuple[np.ndarray, np.ndarray]:
+    """Robust mean [2] and inverse covariance [2, 2] of float [N, 2] samples."""
+    mean = np.median(samples, axis=0)
+    keep = samples
+    inv = None
+    for _ in range(3):
+        diff = keep - mean
+        cov = diff.T @ diff / max(len(keep) - 1, 1) + prior_var * np.eye(2)
+        inv = np.linalg.inv(cov)
+        d2 = np.einsum("ni,ij,nj->n", samples - mean, inv, samples - mean)
+        inliers = samples[d2 < _CHI2_95_2DOF]
+        if len(inliers) < 10:
+            break
+        keep = inliers
+        mean = keep.mean(0)
+    return mean, inv
+
+
+def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None = None,
+              forehead: float = 0.8, max_mahalanobis: float = 3.0, luma_sigmas: float = 3.5,
+              min_samples: int = 100, min_keep: float = 0.3,
+              prior_std: float = 2.0) -> SkinMask:
+    """Compute the face-skin mask of an (aligned) face image.
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+      landmarks: float [68, 2] in the image's pixels.
+      valid: optional uint8 [H, W]; 0 marks padding outside the source photo.
+      forehead: forehead height in inter-ocular distances (see the module docstring).
+      max_mahalanobis: colour threshold on the (Cr, Cb) Mahalanobis distance.
+      luma_sigmas: pixels darker than median − luma_sigmas·σ_Y are not skin.
+      min_samples: fewer cheek/nose sample pixels → geometric mask only.
+      min_keep: colour mask keeping less than this fraction of the region →
+        geometric mask only.
+      prior_std: std (in Cr/Cb units, 0-255) added to the colour covariance.
+    Returns:
+      :class:`SkinMask` with the uint8 [H, W] 0/255 mask.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image [H, W, 3], got {image.shape}")
+    shape = image.shape[:2]
+    geometry = geometric_mask(landmarks, shape, forehead)
+    if valid is not None:
+        geometry = cv2.bitwise_and(geometry, (valid > 0).astype(np.uint8) * 255)
+    region = geometry > 0
+    samples_at = (_sample_region(landmarks, shape) > 0) & region
+    if samples_at.sum() < min_samples:
+        return SkinMask(geometry, "geometry")
+    ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float64)
+    chroma = ycrcb[..., 1:]
+    mean, inv = _fit_gaussian(chroma[samples_at], prior_std ** 2)
+    diff = chroma - mean
+    d2 = np.einsum("hwi,ij,hwj->hw", diff, inv, diff)
+    luma = ycrcb[..., 0][samples_at]
+    y_med = float(np.median(luma))
+    y_sigma = 1.4826 * float(np.median(np.abs(luma - y_med))) + 1.0
+    skin = (d2 < max_mahalanobis ** 2) & (ycrcb[..., 0] >= y_med - luma_sigmas * y_sigma)
+    skin = (skin & region).astype(np.uint8) * 255
+    skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    skin = cv2.bitwise_and(skin, geometry)
+    if (skin > 0).sum() < min_keep * region.sum():
+        return SkinMask(geometry, "geometry")
+    return SkinMask(skin, "colour")

@@ -1,0 +1,437 @@
+"""Preprocessing: robust decoding, alignment, skin mask, landmarks, and the tool end to end."""
+
+import glob
+import importlib.util
+import io
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon_tf.assets import asset_path
+from recon_tf.preprocess import align, image_io, landmarks, skin_mask
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def template_3d():
+    return align.default_template_3d()
+
+
+@pytest.fixture(scope="module")
+def preprocessor():
+    from recon_tf.preprocess import FacePreprocessor
+
+    return FacePreprocessor()
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """tools/preprocess.py as a module (loaded once: it defines absl flags)."""
+    name = "recon_tf_tool_preprocess"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(REPO, "tools", "preprocess.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+def _face_photo(name: str = "obama.jpg") -> np.ndarray:
+    return image_io.load_image(asset_path("images/faces/" + name)).pixels
+
+
+# ---------------------------------------------------------------- image_io
+
+
+def test_decode_grayscale_is_replicated():
+    gray = np.tile(np.arange(64, dtype=np.uint8)[None] * 4, (40, 1))
+    out = image_io.decode_image(_png(gray))
+    assert out.pixels.shape == (40, 64, 3) and out.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(out.pixels[..., 0], gray)
+    np.testing.assert_array_equal(out.pixels[..., 2], gray)
+    assert out.scale == 1.0 and out.original_size == (64, 40)
+
+
+def test_decode_rgba_composites_over_white():
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[:, :20] = (10, 20, 30, 255)  # opaque (RGB order)
+    rgba[:, 20:] = (10, 20, 30, 0)  # fully transparent
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    out = image_io.decode_image(buf.getvalue()).pixels
+    np.testing.assert_array_equal(out[0, 0], (10, 20, 30))
+    np.testing.assert_array_equal(out[0, 39], (255, 255, 255))
+    assert image_io.decode_image(buf.getvalue()).source_mode == "RGBA"
+
+
+def test_decode_16bit_gray_and_colour():
+    gray16 = np.zeros((40, 40), np.uint16)
+    gray16[:, :20] = 65535
+    gray16[:, 20:] = 32896  # 128 * 257
+    out = image_io.decode_image(_png(gray16)).pixels
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, 0], (255, 255, 255))
+    np.testing.assert_array_equal(out[0, 39], (128, 128, 128))
+    bgr16 = np.zeros((40, 40, 3), np.uint16)
+    bgr16[..., 2] = 65535  # red in OpenCV's BGR order
+    out = image_io.decode_image(_png(bgr16)).pixels
+    np.testing.assert_array_equal(out[5, 5], (255, 0, 0))
+
+
+def test_decode_palette_with_transparency():
+    image = Image.new("P", (40, 40), 0)
+    image.putpalette([0, 0, 255] + [255, 0, 0] * 255)
+    image.info["transparency"] = 0
+    buf = io.BytesIO()
+    image.save(buf, "PNG", transparency=0)
+    out = image_io.decode_image(buf.getvalue()).pixels
+    np.testing.assert_array_equal(out[0, 0], (255, 255, 255))
+
+
+def test_decode_exif_rotation_swaps_size():
+    image = Image.fromarray(np.zeros((40, 80, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", exif=exif)
+    out = image_io.decode_image(buf.getvalue())
+    assert out.pixels.shape == (80, 40, 3) and out.original_size == (40, 80)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty"),
+    (b"hello, this is a text file, not a picture\n" * 20, "not_an_image"),
+    (_png(np.zeros((20, 100, 3), np.uint8)), "too_small"),
+])
+def test_decode_errors(data, reason):
+    with pytest.raises(image_io.ImageDecodeError) as err:
+        image_io.decode_image(data)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.6])
+def test_decode_truncated_jpeg_is_corrupt(fraction):
+    smooth = cv2.resize((np.random.default_rng(0).random((20, 20, 3)) * 255).astype(np.uint8),
+                        (400, 400))
+    data = cv2.imencode(".jpg", smooth)[1].tobytes()
+    with pytest.raises(image_io.ImageDecodeError) as err:  # not a half-grey picture
+        image_io.decode_image(data[:int(len(data) * fraction)])
+    assert err.value.reason == "corrupt"
+
+
+def test_decode_huge_is_downscaled_and_too_many_pixels_is_skipped():
+    wide = np.zeros((64, 9000, 3), np.uint8)
+    wide[:, 4500:] = 200
+    out = image_io.decode_image(_png(wide))
+    assert out.pixels.shape[1] == image_io.DEFAULT_MAX_SIDE
+    assert out.original_size == (9000, 64)
+    assert out.scale == pytest.approx(8192 / 9000)
+    with pytest.raises(image_io.ImageDecodeError) as err:
+        image_io.decode_image(_png(wide), max_pixels=100_000)
+    assert err.value.reason == "too_large"
+
+
+def test_load_image_missing_file(tmp_path):
+    with pytest.raises(image_io.ImageDecodeError) as err:
+        image_io.load_image(str(tmp_path / "nope.jpg"))
+    assert err.value.reason == "unreadable"
+
+
+# ---------------------------------------------------------------- align
+
+
+def test_estimate_transform_recovers_scale_translation_and_rotation():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 300, (5, 2))
+    m = np.array([[0.5, 0.0, 12.0], [0.0, 0.5, -7.0]])
+    np.testing.assert_allclose(align.estimate_transform(src, align.apply_transform(m, src)), m,
+                               atol=1e-4)
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[2 * c, -2 * s, 5.0], [2 * s, 2 * c, 1.0]])
+    dst = align.apply_transform(rot, src)
+    np.testing.assert_allclose(align.estimate_transform(src, dst, rotate=True), rot, atol=1e-3)
+    no_rot = align.estimate_transform(src, dst)
+    assert no_rot[0, 1] == 0 and no_rot[1, 0] == 0 and no_rot[0, 0] == no_rot[1, 1]
+    with pytest.raises(ValueError):
+        align.estimate_transform(np.ones((5, 2)), dst)
+
+
+def test_compose_and_invert():
+    a = np.array([[2.0, 0.0, 3.0], [0.0, 2.0, 1.0]])
+    b = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 4.0]])
+    p = np.array([[3.0, 7.0], [-1.0, 2.0]])
+    np.testing.assert_allclose(align.apply_transform(align.compose(a, b), p),
+                               align.apply_transform(a, align.apply_transform(b, p)), atol=1e-5)
+    np.testing.assert_allclose(align.apply_transform(align.invert(a), align.apply_transform(a, p)),
+                               p, atol=1e-5)
+
+
+def test_standard_points_follow_the_camera_convention(template_3d):
+    pts = align.project_template(template_3d)
+    assert pts.shape == (68, 2)
+    assert pts[36, 0] < pts[45, 0]  # image-left eye corner is left
+    assert pts[19, 1] < pts[30, 1] < pts[8, 1]  # brows above nose above chin (y down)
+    std = align.standard_points(template_3d)
+    np.testing.assert_allclose(std[2], pts[30] - 0.5)  # pixel centres at integers
+    half = align.standard_points(template_3d, image_size=112)
+    np.testing.assert_allclose(half + 0.5, (std + 0.5) / 2, atol=1e-3)
+
+
+def test_align_face_maps_five_points_and_records_transform(template_3d):
+    image = _face_photo()
+    std68 = align.project_template(template_3d) - 0.5
+    # landmarks of a face twice the standard size, shifted: alignment must undo it
+    lm = std68 * 2.0 + np.array([250.0, 300.0], np.float32)
+    out = align.align_face(image, lm, 224, template_3d)
+    assert out.image.shape == (224, 224, 3) and out.image.dtype == np.uint8
+    np.testing.assert_allclose(out.landmarks, std68, atol=1e-3)
+    np.testing.assert_allclose(out.transform, [[0.5, 0, -125], [0, 0.5, -150]], atol=1e-4)
+    expected = cv2.warpAffine(cv2.GaussianBlur(image, (0, 0), 0.5), out.transform.astype(float),
+                              (224, 224))
+    assert np.abs(expected.astype(float) - out.image).mean() < 2.0
+    assert out.valid.min() == 255
+
+
+def test_valid_region_marks_padding():
+    m = np.array([[1.0, 0.0, 100.0], [0.0, 1.0, 0.0]])  # source shifted right by 100 px
+    valid = align.valid_region(m, (50, 50), (224, 224))
+    assert valid[10, 120] == 255 and valid[10, 50] == 0 and valid[100, 120] == 0
+
+
+def test_warp_affine_antialiases_strong_downscaling():
+    checker = ((np.indices((800, 800)).sum(0) % 2) * 255).astype(np.uint8)
+    m = np.array([[0.1, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    out = align.warp_affine(checker, m, (80, 80))
+    assert abs(float(out[5:-5, 5:-5].mean()) - 127.5) < 3 and out[5:-5, 5:-5].std() < 3
+
+
+# ---------------------------------------------------------------- skin mask
+
+
+def _synthetic_face(template_3d):
+    """A skin-coloured face on a blue background, dark hair at the top, red lips."""
+    lm = align.project_template(template_3d)
+    image = np.zeros((224, 224, 3), np.uint8)
+    image[:] = (40, 60, 200)
+    hull = cv2.convexHull(np.concatenate([lm[:17], lm[17:27] - [0, 60]]).astype(np.int32))
+    cv2.fillConvexPoly(image, hull, (205, 150, 120))
+    image[:40] = (25, 20, 15)  # hair
+    cv2.fillPoly(image, [lm[48:60].astype(np.int32)], (170, 40, 50))
+    rng = np.random.default_rng(0)
+    noisy = image.astype(np.int16) + rng.integers(-4, 5, image.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8), lm
+
+
+def test_skin_mask_keeps_skin_and_drops_eyes_mouth_hair_background(template_3d):
+    image, lm = _synthetic_face(template_3d)
+    result = skin_mask.skin_mask(image, lm)
+    mask = result.mask
+    assert result.method == "colour" and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 255}
+    cheek = np.round(0.5 * (lm[3] + lm[31])).astype(int)
+    assert mask[cheek[1], cheek[0]] == 255
+    for idx in (37, 44, 57):  # eyes, lower lip
+        x, y = np.round(lm[idx]).astype(int)
+        assert mask[y, x] == 0
+    assert mask[:40].max() == 0  # hair band
+    assert mask[5, 5] == 0 and mask[220, 5] == 0  # background
+    geometric = skin_mask.geometric_mask(lm, (224, 224))
+    assert (mask > 0).sum() < (geometric > 0).sum()
+
+
+def test_skin_mask_respects_valid_and_falls_back_on_grayscale(template_3d):
+    image, lm = _synthetic_face(template_3d)
+    valid = np.full((224, 224), 255, np.uint8)
+    valid[:, 112:] = 0
+    masked = skin_mask.skin_mask(image, lm, valid).mask
+    assert masked[:, 112:].max() == 0 and masked[:, :112].max() == 255
+    gray = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    result = skin_mask.skin_mask(gray, lm)
+    assert (result.mask > 0).mean() > 0.1
+
+
+# ---------------------------------------------------------------- landmarks
+
+
+def test_read_pts_and_nme(tmp_path):
+    path = tmp_path / "a.pts"
+    pts = np.arange(136, dtype=np.float32).reshape(68, 2) + 1
+    path.write_text("version: 1\nn_points: 68\n{\n"
+                    + "\n".join(f"{x} {y}" for x, y in pts) + "\n}\n")
+    np.testing.assert_allclose(landmarks.read_pts(str(path)), pts - 1)
+    np.testing.assert_allclose(landmarks.read_pts(str(path), one_based=False), pts)
+    truth = np.zeros((68, 2))
+    truth[45] = (10, 0)
+    assert landmarks.nme_outer_eyes(truth + [1.0, 0.0], truth) == pytest.approx(0.1)
+
+
+def test_square_crop_box():
+    left, top, side = landmarks.square_crop_box(np.array([10, 20, 40, 60]))
+    assert side == 60 and left == pytest.approx(0.0) and top == pytest.approx(26.0)
+
+
+def test_unavailable_landmarkers_raise_clear_errors(monkeypatch):
+    with pytest.raises(ValueError, match="unknown landmarker"):
+        landmarks.make_landmarker("nope")
+    monkeypatch.setattr(landmarks.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(landmarks.LandmarkerUnavailableError, match="dlib-bin"):
+        landmarks.make_landmarker("dlib")
+    with pytest.raises(landmarks.LandmarkerUnavailableError, match="face-alignment"):
+        landmarks.make_landmarker("fan")
+
+
+def test_pfld_nme_on_annotated_photos(preprocessor):
+    """PFLD on the 3 photos with ground truth, from the MTCNN box of the annotated face.
+
+    MTCNN misses Einstein's face (it finds only the man behind him); there the
+    box is the ground-truth landmarks' bounding box.
+    """
+    errors = {}
+    for pts in sorted(glob.glob(asset_path("images/faces_68pts") + "/*.pts")):
+        image_path = next(p for p in glob.glob(pts[:-4] + ".*") if not p.endswith(".pts"))
+        image = image_io.load_image(image_path).pixels
+        truth = landmarks.read_pts(pts)
+        lo, hi = truth.min(0), truth.max(0)
+        box = np.r_[lo, hi - lo]
+        for face in preprocessor.detector.detect(image):
+            x, y, w, h = face.box
+            if x <= truth[30, 0] <= x + w and y <= truth[30, 1] <= y + h:
+                box = face.box
+        errors[os.path.basename(image_path)] = landmarks.nme_outer_eyes(
+            preprocessor.landmarker(image, box), truth)
+    assert len(errors) == 3
+    assert all(e < 0.08 for e in errors.values()), errors
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _make_inputs(folder):
+    folder.mkdir()
+    faces = asset_path("images/faces")
+    for name in ("obama.jpg", "Bryan.png", "two_people.jpg", "dogs.jpg"):
+        with open(os.path.join(faces, name), "rb") as src:
+            (folder / name).write_bytes(src.read())
+    face = _face_photo("obama2.jpg")
+    gray16 = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    (folder / "gray16.png").write_bytes(_png(gray16))
+    canvas = np.full((600, 8400, 3), 90, np.uint8)
+    small = cv2.resize(face, (300, 300 * face.shape[0] // face.shape[1]))[:560]
+    canvas[20:20 + small.shape[0], 4000:4300] = small
+    (folder / "huge.jpg").write_bytes(cv2.imencode(".jpg", canvas[..., ::-1])[1].tobytes())
+    jpeg = (folder / "obama.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 50])
+    (folder / "notes.jpg").write_text("not an image at all\n" * 50)
+    (folder / "tiny.png").write_bytes(_png(np.full((20, 24, 3), 128, np.uint8)))
+    (folder / "readme.txt").write_text("hello")
+
+
+EXPECTED = {
+    "obama.jpg": ("kept", ""), "Bryan.png": ("kept", ""), "two_people.jpg": ("kept", ""),
+    "gray16.png": ("kept", ""), "huge.jpg": ("kept", ""), "dogs.jpg": ("skipped", "no_face"),
+    "truncated.jpg": ("skipped", "corrupt"), "notes.jpg": ("skipped", "not_an_image"),
+    "tiny.png": ("skipped", "too_small"), "readme.txt": ("skipped", "not_an_image_extension"),
+}
+
+
+def test_preprocess_tool_end_to_end_and_resume(tmp_path, tool, preprocessor):
+    import tensorflow as tf
+
+    from recon_tf.data.tfrecord import parse_example
+
+    _make_inputs(tmp_path / "in")
+    config = tool.Config(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                         shard_size=4, num_workers=1)
+    summary = tool.run_preprocessing(config, preprocessor)
+    assert summary["inputs"] == 10 and summary["kept"] == 5 and summary["shards"] == 3
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    by_name = {os.path.basename(e["path"]): e for e in report["inputs"]}
+    for name, (status, reason) in EXPECTED.items():
+        assert (by_name[name]["status"], by_name[name].get("reason", "")) == (status, reason), name
+    assert "kept the largest" in by_name["two_people.jpg"]["note"]
+    assert by_name["huge.jpg"]["downscaled_by"] > 1.0
+
+    files = sorted(glob.glob(str(tmp_path / "out" / "shard-*-of-00003.tfrecord")))
+    assert len(files) == 3 and not glob.glob(str(tmp_path / "out" / "*.tmp"))
+    records = {}
+    for serialized in tf.data.TFRecordDataset(files):
+        ex = parse_example(serialized, image_size=224)
+        records[os.path.basename(ex["source_path"].numpy().decode())] = ex
+    assert sorted(records) == sorted(n for n, (s, _) in EXPECTED.items() if s == "kept")
+    for ex in records.values():
+        lm = ex["landmarks"].numpy()
+        assert ex["image"].shape == (224, 224, 3) and ex["mask"].shape == (224, 224, 1)
+        assert lm.min() > -5 and lm.max() < 229
+        assert 0.1 < float(ex["mask"].numpy().mean()) < 0.7
+    # the stored transform maps the original photo onto the crop (huge.jpg: 8400 px wide)
+    ex = records["huge.jpg"]
+    original = cv2.imread(str(tmp_path / "in" / "huge.jpg"))[..., ::-1]
+    rewarped = align.warp_affine(original, ex["transform"].numpy(), (224, 224))
+    assert np.abs(rewarped.astype(float) - ex["image"].numpy() * 255).mean() < 4.0
+
+    # resume: nothing to do; then one lost shard is redone
+    stamp = os.path.getmtime(files[0])
+    assert tool.run_preprocessing(config, preprocessor)["processed_this_run"] == 0
+    assert os.path.getmtime(files[0]) == stamp
+    os.remove(str(tmp_path / "out" / "shard-00001-of-00003.json"))
+    again = tool.run_preprocessing(config, preprocessor)
+    assert again["processed_this_run"] == 4 and again["kept"] == 5
+    assert os.path.getmtime(files[0]) == stamp
+    with pytest.raises(ValueError, match="other settings"):
+        tool.run_preprocessing(tool.Config(input=config.input, output=config.output,
+                                           shard_size=5, num_workers=1), preprocessor)
+
+
+@pytest.mark.slow
+def test_preprocess_tool_worker_processes(tmp_path, tool):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("obama.jpg", "dogs.jpg", "Bryan.png"):
+        with open(asset_path("images/faces/" + name), "rb") as src:
+            (folder / name).write_bytes(src.read())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    summary = tool.run_preprocessing(tool.Config(
+        input=str(folder), output=str(tmp_path / "out"), shard_size=2, num_workers=2))
+    assert summary["kept"] == 2 and summary["skipped_by_reason"] == {"corrupt": 1, "no_face": 1}
+
+
+def test_preprocess_tool_ls3d_layout_keeps_the_annotated_face(tmp_path, tool, preprocessor):
+    """LS3D-W-style input: MTCNN misses Einstein (it finds the man behind him), so
+    the annotation's box is used; the annotation is stored in crop pixels."""
+    import tensorflow as tf
+
+    from recon_tf.data.tfrecord import parse_example
+
+    folder = tmp_path / "ls3d"
+    folder.mkdir()
+    for name in ("einstein.jpg", "einstein.pts", "takeo.ppm", "takeo.pts"):
+        with open(asset_path("images/faces_68pts/" + name), "rb") as src:
+            (folder / name).write_bytes(src.read())
+    summary = tool.run_preprocessing(tool.Config(
+        input=str(folder), output=str(tmp_path / "out"), dataset="ls3d", num_workers=1),
+        preprocessor)
+    assert summary["kept"] == 2
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    einstein = next(e for e in report["inputs"] if e["path"].endswith("einstein.jpg"))
+    assert "annotation's bounding box" in einstein["note"]
+    shard = str(tmp_path / "out" / "shard-00000-of-00001.tfrecord")
+    for serialized in tf.data.TFRecordDataset(shard):
+        ex = parse_example(serialized, 224, extra_names=["gt_landmarks"])
+        nme = landmarks.nme_outer_eyes(ex["landmarks"].numpy(), ex["gt_landmarks"].numpy())
+        assert nme < 0.08, (ex["source_path"].numpy(), nme)
