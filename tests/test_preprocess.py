@@ -435,3 +435,24 @@ def test_preprocess_tool_ls3d_layout_keeps_the_annotated_face(tmp_path, tool, pr
         ex = parse_example(serialized, 224, extra_names=["gt_landmarks"])
         nme = landmarks.nme_outer_eyes(ex["landmarks"].numpy(), ex["gt_landmarks"].numpy())
         assert nme < 0.08, (ex["source_path"].numpy(), nme)
+
+
+@pytest.mark.slow
+def test_every_shared_photo_goes_through_the_preprocessor(tmp_path, tool):
+    """All photos in the assets' images/faces: every face photo kept, dogs.jpg no face."""
+    folder = asset_path("images/faces")
+    photos = sorted(f for f in os.listdir(folder)
+                    if f.lower().endswith((".jpg", ".jpeg", ".png")))
+    assert len(photos) >= 20
+    summary = tool.run_preprocessing(tool.Config(input=folder, output=str(tmp_path / "out"),
+                                                 shard_size=100, num_workers=1))
+    with open(tmp_path / "out" / "report.json") as f:
+        report = json.load(f)
+    status = {os.path.basename(e["path"]): e for e in report["inputs"]}
+    for name in photos:
+        entry = status[name]
+        if name == "dogs.jpg":
+            assert entry["status"] == "skipped" and entry["reason"] == "no_face", entry
+        else:
+            assert entry["status"] == "kept", entry
+    assert summary["kept"] == len(photos) - 1
