@@ -42,12 +42,22 @@ DDFA_SOURCE = "3DDFA, http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/m
 UM_TO_DM = 1e-5
 
 
+def _load_mat_v73(path: str) -> dict:
+    """Read a MATLAB v7.3 (HDF5) file's top-level numeric arrays, in MATLAB's axis order."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: np.asarray(v).T for k, v in f.items() if isinstance(v, h5py.Dataset)}
+
+
 def load_mat(path: str, what: str, source: str, keys: list[str]) -> dict:
-    """Load a MATLAB file and check it has ``keys`` (clear errors otherwise)."""
+    """Load a MATLAB file (v5/v7, or v7.3 through h5py) and check it has ``keys``."""
     require_file(path, what, source)
     try:
-        data = scipy.io.loadmat(path)
-    except (ValueError, OSError, TypeError, NotImplementedError) as err:
+        with open(path, "rb") as f:
+            is_hdf5 = f.read(512)[:128].find(b"MATLAB 7.3") >= 0
+        data = _load_mat_v73(path) if is_hdf5 else scipy.io.loadmat(path)
+    except (ValueError, OSError, TypeError) as err:
         raise FaceModelFormatError(f"cannot read {what} {path}: {err}") from err
     missing = [k for k in keys if k not in data]
     if missing:

@@ -124,6 +124,27 @@ def test_deep3d_front_mat(tmp_path):
         convert_deep3d(str(tmp_path / "incomplete.mat"))
 
 
+def test_deep3d_front_mat_v73(tmp_path):
+    """MATLAB v7.3 files are HDF5 with a 'MATLAB 7.3' header and transposed arrays."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(6)
+    n = 7
+    arrays = {"meanshape": rng.normal(size=(1, 3 * n)), "idBase": rng.normal(size=(3 * n, 80)),
+              "exBase": rng.normal(size=(3 * n, 64)), "meantex": np.full((1, 3 * n), 51.0),
+              "texBase": rng.normal(size=(3 * n, 80)), "tri": np.array([[1.0, 2.0, 3.0]]),
+              "keypoints": (np.arange(68) % n + 1)[None].astype(float)}
+    path = tmp_path / "BFM_model_front.mat"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for k, v in arrays.items():
+            f[k] = v.T
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: test HDF5 schema 1.00 .")
+    m = convert_deep3d(str(path))
+    np.testing.assert_allclose(m["mean_albedo"], 0.2)
+    want = arrays["idBase"].T.reshape(80, n, 3)
+    np.testing.assert_allclose(m["id_basis"], want, rtol=1e-6)
+
+
 def test_ict_npz_matches_obj_converter():
     raw = asset_path("face_models/ict_facekit/raw")
     from_npz = load_ict_npz(asset_path("face_models/ict_facekit/ict_face_region_9409.npz"))
