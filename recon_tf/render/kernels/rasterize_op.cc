@@ -271,9 +271,10 @@ void AccumulateBandGradient(const float* clip, const int32_t* tris, int64_t num_
   }
 }
 
-class RasterizeCpuOp : public OpKernel {
+// Attributes, input checks and output allocation shared by the CPU and GPU forward kernels.
+class RasterizeOpBase : public OpKernel {
  public:
-  explicit RasterizeCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit RasterizeOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("height", &height_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("width", &width_));
     OP_REQUIRES(ctx, height_ <= kMaxImageSide && width_ <= kMaxImageSide,
@@ -281,22 +282,35 @@ class RasterizeCpuOp : public OpKernel {
                                         ", got ", height_, " x ", width_));
   }
 
+ protected:
+  // Validates clip_vertices / triangles, fills the sizes and allocates ids, barycentrics, depth.
+  Status PrepareOutputs(OpKernelContext* ctx, Sizes* s, Tensor** ids, Tensor** bary,
+                        Tensor** depth) const {
+    TF_RETURN_IF_ERROR(CheckGeometry(ctx->input(0), ctx->input(1), height_, width_, s));
+    TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({s->batch, height_, width_}), ids));
+    TF_RETURN_IF_ERROR(
+        ctx->allocate_output(1, TensorShape({s->batch, height_, width_, 3}), bary));
+    return ctx->allocate_output(2, TensorShape({s->batch, height_, width_}), depth);
+  }
+
+  int64_t height_ = 0;
+  int64_t width_ = 0;
+};
+
+class RasterizeCpuOp : public RasterizeOpBase {
+ public:
+  explicit RasterizeCpuOp(OpKernelConstruction* ctx) : RasterizeOpBase(ctx) {}
+
   void Compute(OpKernelContext* ctx) override {
     const Tensor& clip_t = ctx->input(0);
     const Tensor& tris_t = ctx->input(1);
     Sizes s;
-    OP_REQUIRES_OK(ctx, CheckGeometry(clip_t, tris_t, height_, width_, &s));
-    const int32_t* tris = tris_t.flat<int32_t>().data();
-    OP_REQUIRES_OK(ctx, CheckTriangleIndices(tris, s.num_triangles, s.num_vertices));
-
     Tensor* ids_t = nullptr;
     Tensor* bary_t = nullptr;
     Tensor* depth_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, height_, width_}), &ids_t));
-    OP_REQUIRES_OK(ctx,
-                   ctx->allocate_output(1, TensorShape({s.batch, height_, width_, 3}), &bary_t));
-    OP_REQUIRES_OK(ctx,
-                   ctx->allocate_output(2, TensorShape({s.batch, height_, width_}), &depth_t));
+    OP_REQUIRES_OK(ctx, PrepareOutputs(ctx, &s, &ids_t, &bary_t, &depth_t));
+    const int32_t* tris = tris_t.flat<int32_t>().data();
+    OP_REQUIRES_OK(ctx, CheckTriangleIndices(tris, s.num_triangles, s.num_vertices));
     if (s.batch == 0) return;
 
     Tensor screen_t;
@@ -335,15 +349,12 @@ class RasterizeCpuOp : public OpKernel {
         const int band = static_cast<int>(unit % bands);
         const int row_begin = static_cast<int>(static_cast<int64_t>(height) * band / bands);
         const int row_end = static_cast<int>(static_cast<int64_t>(height) * (band + 1) / bands);
-        RasterizeBand(clip + b * num_vertices * 4, screen + b * num_vertices, tris, num_triangles, height, width, row_begin, row_end, ids + b * image,
+        RasterizeBand(clip + b * num_vertices * 4, screen + b * num_vertices, tris,
+                      num_triangles, height, width, row_begin, row_end, ids + b * image,
                       bary + 3 * b * image, depth + b * image);
       }
     });
   }
-
- private:
-  int64_t height_ = 0;
-  int64_t width_ = 0;
 };
 
 // Checks the gradient op's per-pixel inputs against triangle_ids [B,H,W].
@@ -366,6 +377,19 @@ Status CheckGradInputs(const Tensor& clip, const Tensor& ids, const Tensor& grad
   return Status();
 }
 
+// Validates all inputs of the gradient op (clip, triangles, ids, grad_barycentrics,
+// grad_depth) and fills the sizes; shared by the CPU and GPU kernels.
+Status CheckGradOpInputs(OpKernelContext* ctx, Sizes* s) {
+  const Tensor& ids = ctx->input(2);
+  if (ids.dims() != 3) {
+    return errors::InvalidArgument("triangle_ids must have shape [batch, height, width], got ",
+                                   ids.shape().DebugString());
+  }
+  TF_RETURN_IF_ERROR(
+      CheckGeometry(ctx->input(0), ctx->input(1), ids.dim_size(1), ids.dim_size(2), s));
+  return CheckGradInputs(ctx->input(0), ids, ctx->input(3), ctx->input(4));
+}
+
 class RasterizeGradCpuOp : public OpKernel {
  public:
   explicit RasterizeGradCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -376,13 +400,8 @@ class RasterizeGradCpuOp : public OpKernel {
     const Tensor& ids_t = ctx->input(2);
     const Tensor& gbary_t = ctx->input(3);
     const Tensor& gdepth_t = ctx->input(4);
-    OP_REQUIRES(ctx, ids_t.dims() == 3,
-                errors::InvalidArgument("triangle_ids must have shape [batch, height, width], got ",
-                                        ids_t.shape().DebugString()));
     Sizes s;
-    OP_REQUIRES_OK(ctx,
-                   CheckGeometry(clip_t, tris_t, ids_t.dim_size(1), ids_t.dim_size(2), &s));
-    OP_REQUIRES_OK(ctx, CheckGradInputs(clip_t, ids_t, gbary_t, gdepth_t));
+    OP_REQUIRES_OK(ctx, CheckGradOpInputs(ctx, &s));
     const int32_t* tris = tris_t.flat<int32_t>().data();
     OP_REQUIRES_OK(ctx, CheckTriangleIndices(tris, s.num_triangles, s.num_vertices));
 
@@ -464,29 +483,18 @@ REGISTER_KERNEL_BUILDER(Name("ReconTfRasterizeGrad").Device(DEVICE_CPU), Rasteri
 
 using ::tensorflow::DEVICE_GPU;
 
-class RasterizeGpuOp : public OpKernel {
+class RasterizeGpuOp : public RasterizeOpBase {
  public:
-  explicit RasterizeGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("height", &height_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("width", &width_));
-    OP_REQUIRES(ctx, height_ <= kMaxImageSide && width_ <= kMaxImageSide,
-                errors::InvalidArgument("height and width must be at most ", kMaxImageSide,
-                                        ", got ", height_, " x ", width_));
-  }
+  explicit RasterizeGpuOp(OpKernelConstruction* ctx) : RasterizeOpBase(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& clip_t = ctx->input(0);
     const Tensor& tris_t = ctx->input(1);
     Sizes s;
-    OP_REQUIRES_OK(ctx, CheckGeometry(clip_t, tris_t, height_, width_, &s));
     Tensor* ids_t = nullptr;
     Tensor* bary_t = nullptr;
     Tensor* depth_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.batch, height_, width_}), &ids_t));
-    OP_REQUIRES_OK(ctx,
-                   ctx->allocate_output(1, TensorShape({s.batch, height_, width_, 3}), &bary_t));
-    OP_REQUIRES_OK(ctx,
-                   ctx->allocate_output(2, TensorShape({s.batch, height_, width_}), &depth_t));
+    OP_REQUIRES_OK(ctx, PrepareOutputs(ctx, &s, &ids_t, &bary_t, &depth_t));
     if (s.batch == 0) return;
     Tensor keys_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT64,
@@ -501,10 +509,6 @@ class RasterizeGpuOp : public OpKernel {
     OP_REQUIRES(ctx, err == nullptr,
                 errors::Internal("ReconTfRasterize CUDA launch failed: ", err));
   }
-
- private:
-  int64_t height_ = 0;
-  int64_t width_ = 0;
 };
 
 class RasterizeGradGpuOp : public OpKernel {
@@ -517,13 +521,8 @@ class RasterizeGradGpuOp : public OpKernel {
     const Tensor& ids_t = ctx->input(2);
     const Tensor& gbary_t = ctx->input(3);
     const Tensor& gdepth_t = ctx->input(4);
-    OP_REQUIRES(ctx, ids_t.dims() == 3,
-                errors::InvalidArgument("triangle_ids must have shape [batch, height, width], got ",
-                                        ids_t.shape().DebugString()));
     Sizes s;
-    OP_REQUIRES_OK(ctx,
-                   CheckGeometry(clip_t, tris_t, ids_t.dim_size(1), ids_t.dim_size(2), &s));
-    OP_REQUIRES_OK(ctx, CheckGradInputs(clip_t, ids_t, gbary_t, gdepth_t));
+    OP_REQUIRES_OK(ctx, CheckGradOpInputs(ctx, &s));
     Tensor* grad_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, clip_t.shape(), &grad_t));
     const int64_t n = s.batch * s.num_vertices * 4;
