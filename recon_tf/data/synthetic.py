@@ -35,7 +35,7 @@ from recon_tf.camera import PIXEL_CENTER, Camera
 from recon_tf.data.tfrecord import encode_example
 from recon_tf.face_model import FaceModel
 from recon_tf.render.detail import displace, render_detailed
-from recon_tf.render.renderer import render_face
+from recon_tf.render.renderer import render_mesh
 from recon_tf.render.uv import UVLayout, attributes_to_uv, rasterize_uv_layout
 
 EXTRA_NAMES = ("coeffs", "vertices", "displacement", "albedo_map")
@@ -216,8 +216,9 @@ class SyntheticRenderer:
         fm, cfg = self.face_model, self.config
         coeffs = tf.constant(np.stack([s["coeffs"] for s in samples]))
         c = fm.layout.split(coeffs)
-        rendering = render_face(fm, coeffs, self.camera)
         shape = fm.shape(c.identity, c.expression)
+        rendering = render_mesh(fm, shape, fm.albedo(c.albedo), c.angles, c.translation,
+                                c.light, self.camera)
         normals = fm.vertex_normals(shape)
         maps = attributes_to_uv(tf.concat([shape, normals, rendering.albedo], -1), self.layout)
         disp = tf.constant(np.stack([s["displacement"] for s in samples]))[..., None]
