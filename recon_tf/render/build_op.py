@@ -125,6 +125,18 @@ def _finish(tmp_path: str, output: str) -> None:
     os.replace(tmp_path, output)
 
 
+def _link_atomically(command: list[str], output: str, verbose: bool) -> str:
+    """Runs a link ``command`` writing to a temporary file, then moves it to ``output``."""
+    tmp = _tmp_output(output)
+    try:
+        _run(command + ["-o", tmp], verbose)
+        _finish(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return output
+
+
 def _tmp_output(output: str) -> str:
     fd, path = tempfile.mkstemp(prefix=os.path.basename(output) + ".",
                                 dir=os.path.dirname(output), suffix=".tmp")
@@ -135,15 +147,8 @@ def _tmp_output(output: str) -> str:
 def build_cpu(output: str = CPU_LIBRARY, verbose: bool = False) -> str:
     """Compiles and links the CPU-only op library at ``output``; returns its path."""
     compile_flags, link_flags, _ = _tf_flags()
-    tmp = _tmp_output(output)
-    try:
-        _run([_cxx(), "-shared", OP_SOURCE, "-o", tmp] + _host_compile_flags(compile_flags)
-             + link_flags, verbose)
-        _finish(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return output
+    return _link_atomically([_cxx(), "-shared", OP_SOURCE] + _host_compile_flags(compile_flags)
+                            + link_flags, output, verbose)
 
 
 def find_nvcc() -> str | None:
@@ -240,22 +245,16 @@ def build_gpu(output: str = GPU_LIBRARY, nvcc: str | None = None, verbose: bool 
         raise BuildError(f"CUDA headers not found in the TensorFlow wheel ({tf_include}/"
                          "third_party/gpus/cuda/include)")
     cudart = _cudart_static(nvcc)
-    tmp = _tmp_output(output)
     with tempfile.TemporaryDirectory(prefix="recon_tf_build_") as workdir:
         cuda_obj = compile_cuda_object(os.path.join(workdir, "rasterize_op_gpu.cu.o"), nvcc,
                                        verbose=verbose)
         host_obj = os.path.join(workdir, "rasterize_op_gpu_host.o")
         _run([_cxx(), "-c", OP_SOURCE, "-o", host_obj, "-DGOOGLE_CUDA=1",
               "-I" + cuda_include] + _host_compile_flags(compile_flags), verbose)
-        try:
-            _run([_cxx(), "-shared", host_obj, cuda_obj, "-o", tmp, "-pthread", cudart,
-                  "-Wl,--exclude-libs," + os.path.basename(cudart), "-ldl", "-lrt"]
-                 + link_flags, verbose)
-            _finish(tmp, output)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    return output
+        return _link_atomically(
+            [_cxx(), "-shared", host_obj, cuda_obj, "-pthread", cudart,
+             "-Wl,--exclude-libs," + os.path.basename(cudart), "-ldl", "-lrt"] + link_flags,
+            output, verbose)
 
 
 def build(verbose: bool = False, force: bool = False) -> dict[str, str | None]:
