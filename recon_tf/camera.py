@@ -96,6 +96,10 @@ class Camera:
         offset used for z-buffering (orthographic).
       ortho_scale: orthographic scale f, pixels per model unit.
       near, far: clip planes, distances in front of the camera.
+      principal_point: (cx, cy) in pixels (continuous convention), or None
+        for the image centre. A camera for an uncropped photo has its
+        principal point wherever the aligned crop's centre maps to
+        (:meth:`for_source_image`).
     """
 
     kind: str = "perspective"
@@ -105,6 +109,7 @@ class Camera:
     ortho_scale: float = DEEP3D_FOCAL / DEEP3D_CAMERA_DISTANCE
     near: float = 1.0
     far: float = 50.0
+    principal_point: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.kind not in ("perspective", "orthographic"):
@@ -124,8 +129,39 @@ class Camera:
 
     @property
     def center(self) -> tuple[float, float]:
-        """Principal point (cx, cy) in pixels: the image centre."""
+        """Principal point (cx, cy) in pixels (default: the image centre)."""
+        if self.principal_point is not None:
+            return float(self.principal_point[0]), float(self.principal_point[1])
         return self.image_size[1] / 2.0, self.image_size[0] / 2.0
+
+    def for_source_image(self, crop_transform, source_size: tuple[int, int]) -> Camera:
+        """The camera that images the same 3D scene onto the uncropped photo.
+
+        Args:
+          crop_transform: float [2, 3] affine, source pixels → crop pixels
+            (pixel centres at integers), a scale + translation
+            ``[[s, 0, tx], [0, s, ty]]`` as :mod:`recon_tf.preprocess.align`
+            makes by default (a rotation is rejected: render in the crop and
+            warp instead).
+          source_size: (height, width) of the photo in pixels.
+        Returns:
+          a camera with focal / s (or orthographic scale / s), the principal
+          point mapped back to the photo and ``image_size = source_size``:
+          projecting with it gives exactly the crop projection mapped through
+          the inverse transform.
+        """
+        a = [[float(v) for v in row] for row in crop_transform]
+        s = a[0][0]
+        if s <= 0 or abs(a[0][1]) > 1e-6 * s or abs(a[1][0]) > 1e-6 * s or \
+                abs(a[1][1] - s) > 1e-6 * s:
+            raise ValueError(f"crop_transform must be scale + translation, got {a}")
+        cx, cy = self.center
+        # Continuous crop coords u_c = s (u_s - 0.5) + t + 0.5 (centres at integers + 0.5).
+        ux = (cx - PIXEL_CENTER - a[0][2]) / s + PIXEL_CENTER
+        uy = (cy - PIXEL_CENTER - a[1][2]) / s + PIXEL_CENTER
+        return dataclasses.replace(
+            self, image_size=(int(source_size[0]), int(source_size[1])), focal=self.focal / s,
+            ortho_scale=self.ortho_scale / s, principal_point=(ux, uy))
 
     def depth(self, points: tf.Tensor) -> tf.Tensor:
         """Distance in front of the camera, float32 [B, N] (positive = visible)."""

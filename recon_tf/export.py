@@ -82,8 +82,8 @@ def save_png(path: str, image: np.ndarray) -> None:
 def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray,
               uv: np.ndarray | None = None, face_uv: np.ndarray | None = None,
               normals: np.ndarray | None = None, texture: np.ndarray | None = None,
-              material_name: str = "face") -> None:
-    """Write an OBJ; with ``texture`` also ``<stem>.mtl`` and ``<stem>_albedo.png``.
+              material_name: str = "face", texture_name: str | None = None) -> None:
+    """Write an OBJ; with ``texture`` also ``<stem>.mtl`` and the texture PNG.
 
     Args:
       path: output ``.obj`` path.
@@ -94,6 +94,8 @@ def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray,
       normals: optional float [N, 3] per-vertex normals.
       texture: optional albedo map [H, W, 3] (uint8, or float in [0, 1]).
       material_name: the MTL material name.
+      texture_name: the texture's file name beside the OBJ (default
+        ``<stem>_albedo.png``).
     """
     vertices, faces = _check_mesh(vertices, faces)
     if (uv is None) != (face_uv is None):
@@ -110,7 +112,7 @@ def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray,
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     lines = []
     if texture is not None:
-        mtl_name, png_name = f"{stem}.mtl", f"{stem}_albedo.png"
+        mtl_name, png_name = f"{stem}.mtl", texture_name or f"{stem}_albedo.png"
         save_png(os.path.join(os.path.dirname(os.path.abspath(path)), png_name), texture)
         with open(os.path.join(os.path.dirname(os.path.abspath(path)), mtl_name), "w") as f:
             f.write(f"newmtl {material_name}\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\n"

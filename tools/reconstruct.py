@@ -1,128 +1,223 @@
-"""Pose, render and export a face from the face model (the main job, base stage).
+"""The main job: reconstruct 3D faces from photos by per-photo fitting.
 
-At this stage of the project the job loads the default face model (ICT-FaceKit
-face region, from the assets), sets identity / expression / albedo / pose / SH
-light coefficients, renders the face with the rasterizer op, and writes:
+    python tools/reconstruct.py --input=<photo | folder | list file> --output=<dir>
 
-* ``face.obj`` + ``face.mtl`` + ``face_albedo.png`` (albedo map in UV),
-* ``face.ply`` (vertex colours = shaded colours),
-* ``render.png`` (shaded render composited on grey) and ``landmarks.png``
-  (the render with the 68 projected landmarks),
-* ``coeffs.npy`` (the [1, 222] coefficient vector used).
+For every input image the largest face is detected, landmarked (PFLD 68 +
+FaceMesh 468), aligned, and its coefficients {α, β, δ, p, γ} are fitted under
+the coarse losses of Eq. 6–10 (:mod:`recon_tf.fitting`). Each image gets
+``<dir>/<stem>/`` with ``mesh_coarse.obj`` (+ ``.mtl``, ``albedo_coarse.png``),
+``mesh_neutral.obj``, ``render_coarse.png``, ``face_mask.png``,
+``landmarks68.txt``, ``now_landmarks.txt`` and ``coeffs.npz`` (see
+:mod:`recon_tf.reconstruction`). ``<dir>/summary.json`` records every input:
+``ok`` with its loss terms and timings, or ``skipped`` with the reason (no
+face, corrupt or non-image bytes, ...). A file that fails never stops the run;
+a re-run skips images whose outputs are complete (``--overwrite`` redoes them).
 
-Photo-to-face reconstruction (the coarse and fine networks) grows from here.
-
-Example::
-
-    python tools/reconstruct.py --output_dir=outputs/demo --yaw=0.4 \
-        --expression=jawOpen=0.6,mouthSmile_L=0.5 --identity_seed=3
+A list file is a text file with one image path per line (relative paths are
+relative to the list file; ``#`` starts a comment).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
-import numpy as np
 from absl import app, flags, logging
 
+from recon_tf.losses import define_coarse_loss_flags
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "outputs/demo", "Where to write meshes, maps and renders.")
+flags.DEFINE_string("input", None, "A photo, a folder of photos, or a text file listing photos.")
+flags.DEFINE_string("output", "outputs/reconstruct", "Output directory.")
 flags.DEFINE_string("face_model", None,
                     "recon_tf face-model .npz (see bfm/); default: ICT-FaceKit from the assets.")
 flags.DEFINE_string("assets_dir", None,
                     "Assets root (default: $RECON_TF_ASSETS or ../shared/assets).")
-flags.DEFINE_integer("image_size", 224, "Render size in pixels (square).")
-flags.DEFINE_integer("uv_size", 256, "Albedo map size in texels.")
+flags.DEFINE_enum("landmarker", "pfld", ["pfld", "dlib", "fan"],
+                  "68-point detector (pfld: offline default; fan downloads weights).")
+flags.DEFINE_enum("landmark_convention", "2d", ["2d", "3d"],
+                  "Jaw contour: 2d = silhouette (PFLD, dlib, iBUG), 3d = fixed vertices (FAN).")
+flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggface", "none"],
+                  "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
+flags.DEFINE_bool("dense_landmarks", True,
+                  "Add the 468-point FaceMesh term to the fit (see README for its effect).")
+flags.DEFINE_integer("image_size", 224, "Side of the aligned crop the fit works on.")
 flags.DEFINE_enum("camera", "perspective", ["perspective", "orthographic"],
                   "Projection Π of Eq. 4.")
-flags.DEFINE_float("pitch", 0.0, "Rotation about x, radians.")
-flags.DEFINE_float("yaw", 0.3, "Rotation about y, radians.")
-flags.DEFINE_float("roll", 0.0, "Rotation about z, radians.")
-flags.DEFINE_integer("identity_seed", 0, "Seed for random identity α and albedo δ ~ N(0, 1)·scale.")
-flags.DEFINE_float("identity_scale", 1.0, "Scale of the random identity coefficients.")
-flags.DEFINE_float("albedo_scale", 1.0, "Scale of the random albedo coefficients.")
-flags.DEFINE_string("expression", "jawOpen=0.3",
-                    "Comma-separated name=weight (ICT blendshape names) or index=weight.")
-flags.DEFINE_list("light", ["0", "0.3", "0.4"],
-                  "SH band-1 light direction terms (y, z, x) added to every channel.")
+flags.DEFINE_integer("batch_size", 4, "Faces fitted together.")
+flags.DEFINE_integer("uv_size", 512, "Side of albedo_coarse.png in texels.")
+flags.DEFINE_integer("pose_steps", 40, "Fit stage 1: steps on the pose alone.")
+flags.DEFINE_integer("landmark_steps", 120, "Fit stage 1: steps on pose, identity, expression.")
+flags.DEFINE_list("photo_scales", ["112", "224"], "Fit stage 3: render sizes, coarse to fine.")
+flags.DEFINE_list("photo_steps", ["60", "30"], "Fit stage 3: Adam steps per scale.")
+flags.DEFINE_bool("overwrite", False, "Redo images whose outputs already exist.")
+define_coarse_loss_flags()
 
 
-def _expression_vector(face_model, spec: str) -> np.ndarray:
-    names = [str(n) for n in face_model.arrays.get("exp_names", [])]
-    beta = np.zeros(face_model.layout.exp_dim, np.float32)
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        key, _, value = item.partition("=")
-        if key.isdigit():
-            idx = int(key)
-        elif key in names:
-            idx = names.index(key)
-        else:
-            known = names[:face_model.layout.exp_dim]
-            raise app.UsageError(f"unknown expression {key!r}; known: {known}")
-        if idx >= len(beta):
-            raise app.UsageError(f"expression {key!r} is mode {idx}, beyond the layout's "
-                                 f"{len(beta)} expression coefficients")
-        beta[idx] = float(value)
-    return beta
+def list_inputs(spec: str) -> list[str]:
+    """Image paths from a photo, a folder (recursive, sorted) or a list file."""
+    from recon_tf.preprocess.image_io import IMAGE_EXTENSIONS
+
+    if os.path.isdir(spec):
+        out = []
+        for root, _, files in os.walk(spec):
+            out += [os.path.join(root, f) for f in files]
+        return sorted(p for p in out if p.lower().endswith(IMAGE_EXTENSIONS))
+    if not os.path.exists(spec):
+        raise app.UsageError(f"--input {spec} does not exist")
+    if spec.lower().endswith((".txt", ".lst", ".list")):
+        base = os.path.dirname(os.path.abspath(spec))
+        with open(spec) as f:
+            lines = [ln.split("#", 1)[0].strip() for ln in f]
+        return [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines if ln]
+    return [spec]
 
 
-def build_coeffs(face_model) -> np.ndarray:
-    """The [1, total] coefficient vector described by the flags."""
-    layout = face_model.layout
-    rng = np.random.default_rng(FLAGS.identity_seed)
-    light = np.zeros((3, 9), np.float32)
-    light[:, 1:4] = [float(v) for v in FLAGS.light]
-    parts = [rng.normal(size=layout.id_dim) * FLAGS.identity_scale,
-             _expression_vector(face_model, FLAGS.expression),
-             rng.normal(size=layout.tex_dim) * FLAGS.albedo_scale,
-             [FLAGS.pitch, FLAGS.yaw, FLAGS.roll], [0.0, 0.0, 0.0], light.reshape(-1)]
-    return np.concatenate([np.asarray(p, np.float32) for p in parts])[None]
+def output_stems(paths: list[str]) -> list[str]:
+    """A unique output folder name per input (file stem; ``_2``, ``_3`` on clashes)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0] or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def build_reconstructor():
+    """The face model, fitter, preprocessor and FaceMesh the flags describe."""
+    from bfm import load_default_face_model
+    from recon_tf import assets
+    from recon_tf.face_model import load_face_model
+    from recon_tf.fitting import FitSchedule, Fitter
+    from recon_tf.losses import weights_from_flags
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.reconstruction import PhotoReconstructor
+
+    if FLAGS.assets_dir:
+        assets.set_assets_dir(FLAGS.assets_dir)
+    face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
+                  else load_default_face_model())
+    dense = facemesh = None
+    overrides = {}
+    if FLAGS.dense_landmarks:
+        from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT, load_correspondence
+        from recon_tf.nets.facemesh import FaceMesh
+
+        facemesh = FaceMesh()
+        dense = load_correspondence(face_model, facemesh)
+        overrides["dense_lmk_weight"] = FLAGS.dense_lmk_weight or DEFAULT_DENSE_WEIGHT
+    identity = None
+    if FLAGS.identity_net != "none":
+        from recon_tf.nets.identity import make_identity_net
+
+        identity = make_identity_net(FLAGS.identity_net)
+    else:
+        overrides["id_weight"] = 0.0
+    weights = weights_from_flags(face_model, **overrides)
+    schedule = FitSchedule(pose_steps=FLAGS.pose_steps, landmark_steps=FLAGS.landmark_steps,
+                           photo_scales=tuple(int(s) for s in FLAGS.photo_scales),
+                           photo_steps=tuple(int(s) for s in FLAGS.photo_steps))
+    fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
+                    image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
+                    landmark_convention=FLAGS.landmark_convention)
+    preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker, image_size=FLAGS.image_size,
+                                    template_3d=face_model.mean_landmarks_3d())
+    return PhotoReconstructor(face_model, fitter, preprocessor, facemesh, FLAGS.uv_size)
+
+
+def _complete(out_dir: str) -> bool:
+    from recon_tf.reconstruction import OUTPUT_FILES
+
+    return all(os.path.exists(os.path.join(out_dir, f)) for f in OUTPUT_FILES)
+
+
+def _load_summary(path: str) -> dict:
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                return {e["path"]: e for e in json.load(f).get("images", [])}
+        except (OSError, ValueError, KeyError):
+            logging.warning("ignoring unreadable %s", path)
+    return {}
+
+
+def _write_summary(path: str, entries: dict, started: float) -> None:
+    images = list(entries.values())
+    counts = {s: sum(e["status"] == s for e in images) for s in ("ok", "skipped")}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"images": images, "totals": {**counts, "inputs": len(images),
+                                                "seconds": round(time.time() - started, 2)}},
+                  f, indent=1)
+    os.replace(tmp, path)
+
+
+def run(paths: list[str], out: str) -> dict:
+    """Reconstruct ``paths`` into ``out``; returns the summary entries by path."""
+    os.makedirs(out, exist_ok=True)
+    summary_path = os.path.join(out, "summary.json")
+    entries = _load_summary(summary_path)
+    started = time.time()
+    todo = []
+    for path, stem in zip(paths, output_stems(paths)):
+        done = _complete(os.path.join(out, stem))
+        if done and not FLAGS.overwrite:
+            entries.setdefault(path, {"path": path, "status": "ok", "output": stem})
+            continue
+        todo.append((path, stem))
+    logging.info("%d inputs, %d to do (%d already done)", len(paths), len(todo),
+                 len(paths) - len(todo))
+    if not todo:
+        _write_summary(summary_path, entries, started)
+        return entries
+    recon = build_reconstructor()
+    done_count = 0
+    for start in range(0, len(todo), FLAGS.batch_size):
+        chunk = todo[start:start + FLAGS.batch_size]
+        prepared, t0 = [], time.time()
+        for path, stem in chunk:
+            item = recon.prepare(path)
+            if hasattr(item, "reason"):
+                logging.warning("skipped %s: %s (%s)", path, item.reason, item.note)
+                entries[path] = {"path": path, "status": "skipped", "reason": item.reason,
+                                 "note": item.note}
+            else:
+                prepared.append((item, stem))
+        t_prep = time.time() - t0
+        if prepared:
+            t0 = time.time()
+            result = recon.fit([p for p, _ in prepared])
+            t_fit = time.time() - t0
+            for i, (face, stem) in enumerate(prepared):
+                recon.write(face, result.coeffs[i], os.path.join(out, stem))
+                entries[face.path] = {
+                    "path": face.path, "status": "ok", "output": stem,
+                    "loss": {k: round(float(v[i]), 6) for k, v in result.terms.items()},
+                    "seconds": {"prepare": round(t_prep / len(chunk), 3),
+                                "fit": round(t_fit / len(prepared), 3)},
+                    **{k: v for k, v in face.info.items() if k != "note" or v}}
+        done_count += len(chunk)
+        _write_summary(summary_path, entries, started)
+        elapsed = time.time() - started
+        rate = done_count / max(elapsed, 1e-9)
+        logging.info("%d/%d images, %.2f img/s, ETA %.0f s", done_count, len(todo), rate,
+                     (len(todo) - done_count) / max(rate, 1e-9))
+    return entries
 
 
 def main(argv: list[str]) -> None:
     del argv
-    import cv2
-    import tensorflow as tf
-
-    from recon_tf import assets
-    from recon_tf.camera import Camera
-    from recon_tf.export import save_png, write_obj, write_ply
-    from recon_tf.face_model import load_face_model
-    from recon_tf.render.renderer import composite, render_face
-    from recon_tf.render.uv import attributes_to_uv, rasterize_uv_layout
-
-    if FLAGS.assets_dir:
-        assets.set_assets_dir(FLAGS.assets_dir)
-    start = time.time()
-    face_model = load_face_model(FLAGS.face_model)
-    logging.info("face model %s: %d vertices, layout %s", face_model.name,
-                 face_model.num_vertices, face_model.layout)
-    coeffs = tf.constant(build_coeffs(face_model))
-    camera = Camera.deep3d(FLAGS.image_size, kind=FLAGS.camera)
-    rendering = render_face(face_model, coeffs, camera)
-    layout = rasterize_uv_layout(face_model, FLAGS.uv_size)
-    albedo_map = attributes_to_uv(rendering.albedo, layout)[0].numpy()
-
-    out = FLAGS.output_dir
-    os.makedirs(out, exist_ok=True)
-    verts, _ = face_model.compute(coeffs)
-    write_obj(os.path.join(out, "face.obj"), verts[0].numpy(), face_model.arrays["triangles"],
-              uv=face_model.arrays["uv"], face_uv=face_model.arrays["tri_uv"],
-              texture=np.clip(albedo_map, 0, 1))
-    write_ply(os.path.join(out, "face.ply"), verts[0].numpy(), face_model.arrays["triangles"],
-              colors=np.clip(rendering.colors[0].numpy(), 0, 1))
-    image = composite(rendering, tf.fill(tf.shape(rendering.image), 0.5))[0].numpy()
-    save_png(os.path.join(out, "render.png"), np.clip(image, 0, 1))
-    canvas = np.ascontiguousarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    for x, y in rendering.landmarks[0].numpy():
-        cv2.circle(canvas, (int(x), int(y)), 2, (255, 0, 0), -1)
-    save_png(os.path.join(out, "landmarks.png"), canvas)
-    np.save(os.path.join(out, "coeffs.npy"), coeffs.numpy())
-    coverage = float(tf.reduce_mean(rendering.mask))
-    logging.info("wrote %s (face covers %.1f%% of the image) in %.1f s", out, 100 * coverage,
-                 time.time() - start)
-    print(f"wrote {out}: face.obj face.mtl face_albedo.png face.ply render.png landmarks.png")
+    if not FLAGS.input:
+        raise app.UsageError("--input is required (a photo, a folder or a list file)")
+    paths = list_inputs(FLAGS.input)
+    if not paths:
+        raise app.UsageError(f"no images found in {FLAGS.input}")
+    entries = run(paths, FLAGS.output)
+    ok = sum(e["status"] == "ok" for e in entries.values())
+    print(f"reconstructed {ok} of {len(entries)} images into {FLAGS.output} "
+          f"(see {os.path.join(FLAGS.output, 'summary.json')})")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The main job (tools/reconstruct.py): outputs exist, round-trip, and bad flags fail clearly."""
+"""The render demo (tools/render_demo.py): outputs exist, round-trip, and bad flags fail clearly."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import numpy as np
 from recon_tf.export import read_obj, read_ply
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, "tools", "reconstruct.py")
+TOOL = os.path.join(REPO, "tools", "render_demo.py")
 
 
 def _run(*args):

@@ -1,0 +1,402 @@
+"""Per-photo fitting: analysis by synthesis with the coarse losses (Eq. 6–10).
+
+When no trained R-Net is at hand, a photo is reconstructed by optimising its
+222 coefficients {α, β, δ, p, γ} directly under the same losses R-Net is
+trained with (:mod:`recon_tf.losses`). Batched: B independent faces are
+fitted at once (their losses are summed, so they do not interact).
+
+Schedule (:class:`FitSchedule`):
+
+1. **Landmarks and pose** (no rasterization): ``pose_steps`` steps on the
+   pose alone, then ``landmark_steps`` on pose, identity and expression,
+   under λ_lmk L_lmk (68 points, 2D jaw-contour convention,
+   :mod:`recon_tf.landmarks`) + the dense FaceMesh term when given + L_reg.
+2. **Linear light and albedo**: with the geometry fixed, SH light γ and
+   albedo δ are solved in closed form (ridge least squares on the colours of
+   the visible skin vertices), alternating ``linear_rounds`` times: a good
+   start for the photometric stage (ours; the paper trains a network).
+3. **Photometric, multi-scale**: for each scale in ``photo_scales`` (e.g.
+   112 then 224 px), ``photo_steps`` Adam steps on everything under the full
+   Eq. 6: λ_pho L_pho + λ_lmk L_lmk + λ_id L_id + L_reg (+ dense term). The
+   identity term runs at scales ≥ ``id_min_scale`` only (it is the costly one).
+
+Expression coefficients of models with bounded blendshape weights
+(``FaceModel.exp_bounds``, ICT: [0, 1]) are projected back into their bounds
+after every step (projected Adam).
+
+Initialisation: the mean face facing the camera with ambient light (all
+zeros; the aligned crop puts the mean face on the photo's 5 points), or a
+given coefficient set (e.g. R-Net's prediction).
+
+All images are aligned crops (:mod:`recon_tf.preprocess.align`) of side
+``image_size`` with float32 RGB in [0, 1]; landmarks are continuous crop
+pixels (file convention + ``camera.PIXEL_CENTER``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from recon_tf import losses
+from recon_tf.camera import Camera, rigid_transform, rotate_normals
+from recon_tf.face_model import FaceModel
+from recon_tf.landmarks import ContourLandmarks, deep3d_landmark_weights
+from recon_tf.lighting import AMBIENT_INIT, NUM_SH, sh_basis
+
+GROUPS = ("identity", "expression", "albedo", "angles", "translation", "light")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSchedule:
+    """Steps and learning rates of the fit (see the module docstring).
+
+    Attributes:
+      pose_steps: stage-1 steps on the pose alone.
+      landmark_steps: stage-1 steps on pose + identity + expression.
+      linear_rounds: light/albedo least-squares alternations (0: skip).
+      photo_scales: render sizes of the photometric stage, coarse to fine.
+      photo_steps: Adam steps at each photometric scale.
+      id_min_scale: the identity term is used at scales ≥ this (0: always).
+      lr_*: Adam learning rates per coefficient group.
+    """
+
+    pose_steps: int = 40
+    landmark_steps: int = 120
+    linear_rounds: int = 2
+    photo_scales: tuple[int, ...] = (112, 224)
+    photo_steps: tuple[int, ...] = (60, 30)
+    id_min_scale: int = 224
+    lr_identity: float = 0.05
+    lr_expression: float = 0.02
+    lr_albedo: float = 0.05
+    lr_angles: float = 0.01
+    lr_translation: float = 0.01
+    lr_light: float = 0.02
+
+    def lr(self, group: str) -> float:
+        return getattr(self, f"lr_{group}")
+
+
+class FitData(NamedTuple):
+    """The observations of B faces (aligned crops of side S).
+
+    Attributes:
+      images: float32 [B, S, S, 3] RGB in [0, 1].
+      landmarks: float32 [B, 68, 2] continuous crop pixels.
+      skin_mask: float32 [B, S, S, 1] in [0, 1] (Eq. 7's V before the
+        rendered-face product).
+      landmark_weights: float32 [B, 68] (0 drops a point).
+      dense: float32 [B, P, 2] dense landmarks (continuous crop pixels) or None.
+      dense_weights: float32 [B, P] or None.
+    """
+
+    images: tf.Tensor
+    landmarks: tf.Tensor
+    skin_mask: tf.Tensor
+    landmark_weights: tf.Tensor
+    dense: tf.Tensor | None = None
+    dense_weights: tf.Tensor | None = None
+
+
+class FitResult(NamedTuple):
+    """Outcome of :meth:`Fitter.fit`.
+
+    Attributes:
+      coeffs: float32 numpy [B, total], the fitted coefficients.
+      terms: dict name → float32 numpy [B], the final loss terms (``pho``,
+        ``lmk``, ``id``, ``reg``, ``dense``, ``total``).
+      history: list of (stage name, step, mean total loss) tuples.
+      seconds: dict stage → wall-clock seconds.
+    """
+
+    coeffs: np.ndarray
+    terms: dict
+    history: list
+    seconds: dict
+
+
+def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=None,
+                  dense_weights=None) -> FitData:
+    """Build :class:`FitData` from numpy/tensors, filling default weights."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    landmarks = tf.convert_to_tensor(landmarks, tf.float32)
+    batch = int(images.shape[0])
+    skin = tf.convert_to_tensor(skin_mask, tf.float32)
+    if skin.shape.rank == 3:
+        skin = skin[..., None]
+    if landmark_weights is None:
+        landmark_weights = np.tile(deep3d_landmark_weights()[None], [batch, 1])
+    lw = tf.convert_to_tensor(landmark_weights, tf.float32)
+    if dense is not None:
+        dense = tf.convert_to_tensor(dense, tf.float32)
+        if dense_weights is None:
+            dense_weights = np.ones(dense.shape[:2], np.float32)
+        dense_weights = tf.convert_to_tensor(dense_weights, tf.float32)
+    return FitData(images, landmarks, skin, lw, dense, dense_weights)
+
+
+class Fitter:
+    """Fits coefficients to aligned face crops.
+
+    Args:
+      face_model: the 3DMM.
+      weights: loss weights (default: :meth:`CoarseLossWeights.for_model`).
+      schedule: steps and learning rates.
+      identity_net: a frozen face-recognition net for L_id
+        (:mod:`recon_tf.nets.identity`), or None to drop L_id.
+      dense: a :class:`recon_tf.dense_landmarks.DenseCorrespondence`, or None.
+      image_size: side S of the aligned crops.
+      camera_kind: ``"perspective"`` or ``"orthographic"``.
+      landmark_convention: ``"2d"`` (silhouette jaw) or ``"3d"``.
+    """
+
+    def __init__(self, face_model: FaceModel, weights: losses.CoarseLossWeights | None = None,
+                 schedule: FitSchedule | None = None, identity_net=None, dense=None,
+                 image_size: int = 224, camera_kind: str = "perspective",
+                 landmark_convention: str = "2d"):
+        self.face_model = face_model
+        self.layout = face_model.layout
+        self.weights = weights or losses.CoarseLossWeights.for_model(face_model)
+        self.schedule = schedule or FitSchedule()
+        self.identity_net = identity_net if self.weights.id_weight > 0 else None
+        self.dense = dense if self.weights.dense_lmk_weight > 0 else None
+        self.image_size = int(image_size)
+        self.camera_kind = camera_kind
+        self.contour = ContourLandmarks.for_model(face_model, landmark_convention)
+        front = getattr(face_model, "front_mask", None)
+        self.front_mask = (tf.ones([face_model.num_vertices], tf.float32) if front is None
+                           else tf.convert_to_tensor(front, tf.float32))
+        bounds = getattr(face_model, "exp_bounds", None)
+        self.exp_bounds = None if bounds is None else np.asarray(bounds, np.float32)[
+            :self.layout.exp_dim]
+        self._grad_fns: dict = {}
+
+    # ------------------------------------------------------------ helpers
+    def camera(self, size: int) -> Camera:
+        """The crop camera at ``size`` pixels."""
+        return Camera.deep3d(size, kind=self.camera_kind)
+
+    def _camera_position(self, camera: Camera) -> tf.Tensor:
+        far = camera.distance if camera.kind == "perspective" else 1e4
+        return tf.constant([0.0, 0.0, far], tf.float32)
+
+    def split(self, coeffs) -> dict:
+        c = self.layout.split(tf.convert_to_tensor(coeffs, tf.float32))
+        return {g: tf.identity(getattr(c, g)) for g in GROUPS}
+
+    def join(self, params: dict) -> tf.Tensor:
+        return tf.concat([params[g] for g in GROUPS], axis=-1)
+
+    def geometry(self, params: dict, camera: Camera):
+        """Camera-space vertices, normals, pixels and the 68 landmark pixels."""
+        fm = self.face_model
+        verts = fm.shape(params["identity"], params["expression"])
+        cam_v = rigid_transform(verts, params["angles"], params["translation"])
+        normals = rotate_normals(fm.vertex_normals(verts), params["angles"])
+        screen = camera.project(cam_v)
+        ids = self.contour.vertex_ids(cam_v, normals, self._camera_position(camera))
+        lmk = tf.gather(screen, ids, batch_dims=1)
+        return verts, cam_v, normals, screen, lmk
+
+    # ------------------------------------------------------------ objective
+    def _objective(self, params: dict, data: FitData, size: int, photometric: bool,
+                   use_id: bool, id_target: tf.Tensor | None):
+        """Per-example loss terms at render size ``size`` (a dict of [B] tensors)."""
+        from recon_tf.render.rasterizer import interpolate, rasterize
+
+        camera = self.camera(size)
+        ratio = size / float(self.image_size)
+        verts, cam_v, normals, screen, lmk = self.geometry(params, camera)
+        coeffs = self.layout.split(self.join(params))
+        batch = tf.shape(cam_v)[0]
+        zero = tf.zeros([batch], tf.float32)
+        terms = {"lmk": losses.landmark_loss(lmk, data.landmarks * ratio, data.landmark_weights,
+                                             image_size=size),
+                 "reg": losses.regularization_loss(coeffs, self.weights),
+                 "pho": zero, "id": zero, "dense": zero}
+        if self.dense is not None and data.dense is not None:
+            dense_px = self.dense.project(screen)
+            dense_w = data.dense_weights * tf.constant(self.dense.weights)[None]
+            terms["dense"] = losses.landmark_loss(dense_px, data.dense * ratio, dense_w,
+                                                  image_size=size)
+        if photometric:
+            fm = self.face_model
+            albedo = fm.albedo(params["albedo"])
+            from recon_tf.lighting import shade
+
+            colors = shade(albedo, normals, params["light"])
+            ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, size, size)
+            attrs = tf.concat([colors, tf.tile(self.front_mask[None, :, None], [batch, 1, 1])],
+                              axis=-1)
+            pix = interpolate(attrs, fm.triangles, ids, bary)
+            rendered, front = pix[..., :3], pix[..., 3:4]
+            covered = tf.cast(ids >= 0, tf.float32)[..., None] * tf.cast(front > 0.5, tf.float32)
+            image = _resize(data.images, size)
+            skin = _resize(data.skin_mask, size)
+            terms["pho"] = losses.photometric_loss(image, rendered, skin * covered)
+            if use_id and self.identity_net is not None and id_target is not None:
+                comp = covered * rendered + (1.0 - covered) * image
+                terms["id"] = losses.identity_loss(id_target, self.identity_net(comp))
+        terms["total"] = losses.coarse_loss(self.weights, terms["pho"], terms["lmk"], terms["id"],
+                                            terms["reg"], terms["dense"])
+        return terms
+
+    def _grad_fn(self, key: tuple, groups: tuple[str, ...]):
+        """A traced function (params, data, id_target) → (terms, grads of ``groups``)."""
+        if key not in self._grad_fns:
+            size, photometric, use_id = key[:3]
+
+            @tf.function(reduce_retracing=True)
+            def fn(params, data, id_target):
+                with tf.GradientTape() as tape:
+                    tape.watch([params[g] for g in groups])
+                    terms = self._objective(params, data, size, photometric, use_id, id_target)
+                    total = tf.reduce_sum(terms["total"])
+                grads = tape.gradient(total, [params[g] for g in groups])
+                return terms, grads
+
+            self._grad_fns[key] = fn
+        return self._grad_fns[key]
+
+    def _project(self, params: dict) -> None:
+        if self.exp_bounds is not None:
+            params["expression"] = tf.clip_by_value(
+                params["expression"], self.exp_bounds[:, 0], self.exp_bounds[:, 1])
+
+    def _adam(self, params: dict, data: FitData, groups: tuple[str, ...], steps: int,
+              size: int, photometric: bool, use_id: bool, id_target, history: list,
+              stage: str) -> dict:
+        """Projected Adam on ``groups`` for ``steps`` steps; returns the last terms."""
+        fn = self._grad_fn((size, photometric, use_id, groups), groups)
+        m = {g: tf.zeros_like(params[g]) for g in groups}
+        v = {g: tf.zeros_like(params[g]) for g in groups}
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        terms = None
+        for step in range(1, steps + 1):
+            terms, grads = fn(params, data, id_target)
+            for g, grad in zip(groups, grads):
+                if grad is None:
+                    continue
+                grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
+                m[g] = b1 * m[g] + (1 - b1) * grad
+                v[g] = b2 * v[g] + (1 - b2) * tf.square(grad)
+                mhat = m[g] / (1 - b1 ** step)
+                vhat = v[g] / (1 - b2 ** step)
+                params[g] = params[g] - self.schedule.lr(g) * mhat / (tf.sqrt(vhat) + eps)
+            self._project(params)
+            if step == 1 or step == steps or step % 20 == 0:
+                history.append((stage, step, float(tf.reduce_mean(terms["total"]))))
+        return terms
+
+    # ------------------------------------------------------------ linear init
+    def solve_light_albedo(self, params: dict, data: FitData, rounds: int) -> None:
+        """Closed-form ridge solutions of γ then δ on the visible skin vertices (in place)."""
+        from recon_tf.render.rasterizer import interpolate, rasterize
+
+        fm = self.face_model
+        size = self.image_size
+        camera = self.camera(size)
+        _, cam_v, normals, screen, _ = self.geometry(params, camera)
+        ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, size, size)
+        depth = interpolate(camera.depth(cam_v)[..., None], fm.triangles, ids, bary)
+        screen, normals = screen.numpy(), normals.numpy()
+        vdepth = camera.depth(cam_v).numpy()
+        depth = depth.numpy()[..., 0]
+        images, skin = data.images.numpy(), data.skin_mask.numpy()[..., 0]
+        front = self.front_mask.numpy() > 0.5
+        basis_all = sh_basis(tf.constant(normals)).numpy()  # [B, N, 9]
+        tex_basis = fm.albedo_basis.numpy().reshape(self.layout.tex_dim, -1, 3)
+        mean_albedo = fm.mean_albedo.numpy()
+        lam = self.weights.delta_weight / max(self.weights.pho_weight, 1e-12) * 50.0
+        light = params["light"].numpy().copy()
+        delta = params["albedo"].numpy().copy()
+        for b in range(screen.shape[0]):
+            col = np.clip(np.floor(screen[b, :, 0]).astype(int), 0, size - 1)
+            row = np.clip(np.floor(screen[b, :, 1]).astype(int), 0, size - 1)
+            vis = (front & (np.abs(depth[b, row, col] - vdepth[b]) < 0.03)
+                   & (skin[b, row, col] > 0.5) & (normals[b, :, 2] > 0.1))
+            if vis.sum() < 50:
+                continue
+            obs = images[b, row[vis], col[vis]]  # [M, 3]
+            phi = basis_all[b, vis]  # [M, 9]
+            tex_v = tex_basis[:, vis]  # [K, M, 3]
+            for _ in range(max(rounds, 1)):
+                albedo = mean_albedo[vis] + np.einsum("k,kmc->mc", delta[b], tex_v)
+                g = np.zeros((3, NUM_SH))
+                for c in range(3):
+                    a = phi * albedo[:, c:c + 1]
+                    g[c] = np.linalg.solve(a.T @ a + 1e-3 * np.eye(NUM_SH), a.T @ obs[:, c])
+                g[:, 0] -= AMBIENT_INIT
+                light[b] = g.reshape(-1)
+                irr = phi @ (g + np.r_[AMBIENT_INIT, np.zeros(NUM_SH - 1)]).T  # [M, 3]
+                design = (tex_v * irr[None]).reshape(len(delta[b]), -1).T  # [3M, K]
+                target = (obs - mean_albedo[vis] * irr).reshape(-1)
+                reg = lam * len(target) * np.eye(design.shape[1])
+                delta[b] = np.linalg.solve(design.T @ design + reg, design.T @ target)
+        params["light"] = tf.constant(light, tf.float32)
+        params["albedo"] = tf.constant(delta, tf.float32)
+
+    def evaluate(self, params: dict, data: FitData, id_target=None) -> dict:
+        """All loss terms at full size (a dict of [B] tensors), no gradients."""
+        use_id = self.identity_net is not None and id_target is not None
+        key = ("eval", use_id)
+        if key not in self._grad_fns:
+            self._grad_fns[key] = tf.function(
+                lambda p, d, t: self._objective(p, d, self.image_size, True, use_id, t),
+                reduce_retracing=True)
+        return self._grad_fns[key](params, data, id_target)
+
+    # ------------------------------------------------------------ main entry
+    def fit(self, data: FitData, init=None) -> FitResult:
+        """Fit B faces.
+
+        Args:
+          data: the observations (:func:`make_fit_data`).
+          init: float32 [B, total] start coefficients, or None for the mean face.
+        Returns:
+          a :class:`FitResult`.
+        """
+        batch = int(data.images.shape[0])
+        if init is None:
+            init = self.layout.zeros(batch)
+        params = self.split(init)
+        self._project(params)
+        sched, history, seconds = self.schedule, [], {}
+        size = self.image_size
+        t0 = time.perf_counter()
+        if sched.pose_steps:
+            self._adam(params, data, ("angles", "translation"), sched.pose_steps, size, False,
+                       False, None, history, "pose")
+        if sched.landmark_steps:
+            self._adam(params, data, ("identity", "expression", "angles", "translation"),
+                       sched.landmark_steps, size, False, False, None, history, "landmarks")
+        seconds["landmarks"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if sched.linear_rounds:
+            self.solve_light_albedo(params, data, sched.linear_rounds)
+        seconds["linear"] = time.perf_counter() - t0
+        id_target = None
+        if self.identity_net is not None:
+            id_target = tf.stop_gradient(self.identity_net(data.images))
+        t0 = time.perf_counter()
+        terms = None
+        for scale, steps in zip(sched.photo_scales, sched.photo_steps):
+            use_id = self.identity_net is not None and scale >= sched.id_min_scale
+            terms = self._adam(params, data, GROUPS, steps, scale, True, use_id, id_target,
+                               history, f"photo@{scale}")
+        seconds["photometric"] = time.perf_counter() - t0
+        terms = self.evaluate(params, data, id_target)
+        return FitResult(self.join(params).numpy(),
+                         {k: v.numpy() for k, v in terms.items()}, history, seconds)
+
+
+def _resize(images: tf.Tensor, size: int) -> tf.Tensor:
+    """Area-resize [B, S, S, C] to [B, size, size, C] (identity when already that size)."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return tf.image.resize(images, [size, size], method="area")

@@ -1,0 +1,159 @@
+"""Which mesh points the image landmarks are: 68 iBUG points with a pose-dependent
+jaw contour, NoW's 7 points, and dense (FaceMesh) correspondences.
+
+**68 points (L_lmk, Eq. 8).** The face model stores one vertex per iBUG point
+(``lmk68``). Points 17–67 (brows, nose, eyes, mouth) sit on fixed places of
+the face. The 17 jaw points 0–16 do not: 2D detectors (PFLD, dlib) and the
+iBUG/300W annotations mark the *visible silhouette* of the face, which slides
+over the surface as the head turns. :class:`ContourLandmarks` implements the
+2D convention by *landmark marching* (Zhu et al., 3DDFA): every jaw point
+except the chin (8) has a candidate strip of vertices on the mean shape: the
+front-most vertices along a horizontal line at the height of its fixed
+vertex, running from it towards the face's midline (``CONTOUR_REACH`` of the
+way). For a posed face the point taken is
+the candidate on the silhouette: among the candidates that face the camera
+(``n · v > 0``), the outermost in the image along the strip's projected
+direction. On the side turned towards the camera and for a frontal face the
+fixed vertex itself is outermost, so the fixed jaw line is kept; on the side
+turned away the fixed vertex faces away and the point slides inwards. 3D-FAN-style sources
+mark fixed 3D points: ``convention="3d"`` uses ``lmk68`` as is.
+
+The choice of index carries no gradient (it is a discrete selection); the
+gradient reaches the chosen vertex's position, as in 3DDFA and Deep3DFace's
+successors.
+
+**NoW's 7 points** (:data:`NOW_FROM_IBUG`): right-eye outer, right-eye inner,
+left-eye inner, left-eye outer, nose bottom, right mouth corner, left mouth
+corner (subject's right = iBUG 36, 39, 42, 45, 33, 48, 54).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+NUM_LANDMARKS = 68
+JAW = tuple(range(17))
+CHIN = 8
+# Fraction of the way from a jaw vertex to the midline that its candidate strip covers.
+CONTOUR_REACH = 0.55
+# iBUG ids of NoW's 7 landmarks (subject's right first).
+NOW_FROM_IBUG = (36, 39, 42, 45, 33, 48, 54)
+# Landmark weights of the fit (Deep3DFace: 20 on the nose and inner mouth, 1 elsewhere).
+DEEP3D_NOSE = (28, 29, 30)
+DEEP3D_INNER_MOUTH = tuple(range(60, 68))
+
+
+def deep3d_landmark_weights() -> np.ndarray:
+    """Deep3DFace's per-landmark weights, float32 [68]: 20 on points 28–30 and 60–67."""
+    w = np.ones(NUM_LANDMARKS, np.float32)
+    w[list(DEEP3D_NOSE + DEEP3D_INNER_MOUTH)] = 20.0
+    return w
+
+
+def contour_candidates(mean_shape: np.ndarray, lmk68: np.ndarray, reach: float = CONTOUR_REACH,
+                       samples: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate vertex strips for the 17 jaw landmarks.
+
+    Args:
+      mean_shape: float [N, 3] mean shape (x right, y up, z towards the camera).
+      lmk68: int [68] fixed landmark vertex ids.
+      reach: how far towards the midline (x = 0) a strip goes, as a fraction of
+        the fixed vertex's |x|.
+      samples: points sampled along each strip.
+    Returns:
+      (ids int32 [17, K], valid bool [17, K]): candidates per jaw point, padded
+      with the fixed vertex; row k always contains ``lmk68[k]`` first. The chin
+      (8) has only its fixed vertex.
+    """
+    mean_shape = np.asarray(mean_shape, np.float64)
+    lmk68 = np.asarray(lmk68, np.int64)
+    xy, z = mean_shape[:, :2], mean_shape[:, 2]
+    rows = []
+    for k in JAW:
+        fixed = int(lmk68[k])
+        ids = [fixed]
+        if k != CHIN:
+            p = mean_shape[fixed]
+            # A horizontal line from the fixed vertex towards the midline; each sample
+            # takes the front-most vertex within 3 mm of it (the visible surface).
+            for t in np.linspace(0.0, reach, samples)[1:]:
+                d = np.linalg.norm(xy - np.array([p[0] * (1.0 - t), p[1]]), axis=1)
+                near = np.nonzero(d < 0.03)[0]
+                if len(near):
+                    best = int(near[np.argmax(z[near])])
+                    if best not in ids:
+                        ids.append(best)
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    ids = np.array([r + [r[0]] * (width - len(r)) for r in rows], np.int32)
+    valid = np.array([[j < len(r) for j in range(width)] for r in rows])
+    return ids, valid
+
+
+class ContourLandmarks:
+    """The 68 model landmarks under the 2D (silhouette) or 3D (fixed) convention.
+
+    Args:
+      mean_shape: float [N, 3]; lmk68: int [68] (a :class:`FaceModel`'s arrays).
+      convention: ``"2d"`` (jaw on the silhouette; PFLD, dlib, iBUG/300W
+        annotations) or ``"3d"`` (fixed vertices; 3D-FAN).
+    """
+
+    def __init__(self, mean_shape: np.ndarray, lmk68: np.ndarray, convention: str = "2d"):
+        if convention not in ("2d", "3d"):
+            raise ValueError(f"landmark convention must be '2d' or '3d', got {convention!r}")
+        self.convention = convention
+        self.lmk68 = tf.constant(np.asarray(lmk68, np.int32))
+        ids, valid = contour_candidates(mean_shape, lmk68)
+        self.candidates = tf.constant(ids)
+        self.candidate_valid = tf.constant(valid)
+        # The innermost candidate of each strip (closest to the midline) gives its direction.
+        xs = np.where(valid, np.abs(np.asarray(mean_shape)[ids, 0]), np.inf)
+        self.inner = tf.one_hot(np.argmin(xs, axis=1), ids.shape[1], dtype=tf.float32)
+
+    @classmethod
+    def for_model(cls, face_model, convention: str = "2d") -> ContourLandmarks:
+        """Build from a :class:`recon_tf.face_model.FaceModel`."""
+        return cls(face_model.arrays["mean_shape"], face_model.arrays["lmk68"], convention)
+
+    def vertex_ids(self, cam_vertices: tf.Tensor, cam_normals: tf.Tensor,
+                   camera_position: tf.Tensor) -> tf.Tensor:
+        """The vertex id of each of the 68 landmarks for posed faces.
+
+        Args:
+          cam_vertices: float32 [B, N, 3] camera-space vertices.
+          cam_normals: float32 [B, N, 3] camera-space unit normals.
+          camera_position: float32 [3], the camera centre in camera space
+            (perspective: (0, 0, distance)); for an orthographic camera pass a
+            far point on the axis.
+        Returns:
+          int32 [B, 68] vertex ids (no gradient).
+        """
+        batch = tf.shape(cam_vertices)[0]
+        fixed = tf.tile(self.lmk68[None], [batch, 1])
+        if self.convention == "3d":
+            return fixed
+        cand_v = tf.gather(cam_vertices, self.candidates, axis=1)  # [B, 17, K, 3]
+        cand_n = tf.gather(cam_normals, self.candidates, axis=1)
+        to_cam = camera_position - cand_v
+        facing = tf.reduce_sum(cand_n * to_cam, axis=-1) > 0.0  # [B, 17, K]
+        # Image-plane positions (perspective divide towards the camera centre).
+        depth = camera_position[2] - cand_v[..., 2:3]
+        flat = cand_v[..., :2] / tf.maximum(depth, 1e-6)
+        inner = tf.reduce_sum(flat * self.inner[None, :, :, None], axis=2)  # [B, 17, 2]
+        inward = inner - flat[:, :, 0]
+        along = tf.reduce_sum((flat - flat[:, :, :1]) * inward[:, :, None], axis=-1)
+        big = tf.constant(1e6, tf.float32)
+        score = tf.where(facing, along, big + along)  # outermost visible candidate first
+        score = tf.where(self.candidate_valid[None], score, 4.0 * big)
+        best = tf.argmin(score, axis=-1, output_type=tf.int32)  # [B, 17]
+        rows = tf.broadcast_to(tf.range(17)[None], tf.shape(best))
+        jaw_ids = tf.gather_nd(self.candidates, tf.stack([rows, best], axis=-1))  # [B, 17]
+        return tf.stop_gradient(tf.concat([jaw_ids, fixed[:, 17:]], axis=1))
+
+    def points(self, cam_vertices: tf.Tensor, cam_normals: tf.Tensor,
+               camera_position: tf.Tensor) -> tf.Tensor:
+        """Camera-space 3D landmark positions, float32 [B, 68, 3] (differentiable)."""
+        ids = self.vertex_ids(cam_vertices, cam_normals, camera_position)
+        return tf.gather(cam_vertices, ids, batch_dims=1)

@@ -1,0 +1,286 @@
+"""Photo in, 3D face out: the per-photo pipeline behind ``tools/reconstruct.py``.
+
+:meth:`PhotoReconstructor.prepare` decodes a photo robustly, detects the
+largest face (MTCNN), finds its 68 landmarks (PFLD by default) and, when
+available, 468 dense FaceMesh points, aligns a crop (Deep3DFace's 5-point
+scheme) and computes the skin mask V of Eq. 7. :meth:`PhotoReconstructor.fit`
+fits B prepared faces at once (:mod:`recon_tf.fitting`), and
+:meth:`PhotoReconstructor.write` writes one face's outputs:
+
+==========================  ====================================================
+file                        content
+==========================  ====================================================
+``mesh_coarse.obj``         the face with its expression, face-model frame (x to
+(+ ``.mtl``,                the subject's left, y up, z out of the face), in
+``albedo_coarse.png``)      millimetres, with UVs and the albedo map
+``mesh_neutral.obj``        the same identity, neutral expression (NoW scores it)
+``render_coarse.png``       the front face rendered over the photo, photo size
+``face_mask.png``           0/255, the pixels the rendered front face covers
+``landmarks68.txt``         68 rows ``x y``, photo pixels (pixel centres at
+                            integers), iBUG order, jaw on the silhouette,
+                            projected from the mesh
+``now_landmarks.txt``       7 rows ``x y z`` (mm) on ``mesh_coarse.obj``, NoW
+                            order (subject's right first)
+``coeffs.npz``              coefficients by group, camera, pose, crop transform
+==========================  ====================================================
+
+Re-projecting the mesh onto the photo from ``coeffs.npz`` (perspective):
+``X = R v / 100 + t`` (v in mm, X in decimetres), then
+``u = cx + focal · X_x / (camera_distance − X_z)``,
+``v = cy − focal · X_y / (camera_distance − X_z)`` in continuous pixels; subtract
+0.5 for the pixel-centre convention of ``landmarks68.txt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from recon_tf.camera import PIXEL_CENTER, Camera, rigid_transform, rotation_matrix
+from recon_tf.face_model import FaceModel
+from recon_tf.fitting import FitResult, Fitter, make_fit_data
+from recon_tf.landmarks import NOW_FROM_IBUG
+from recon_tf.preprocess.align import apply_transform, compose, invert
+
+DM_TO_MM = 100.0
+OUTPUT_FILES = ("mesh_coarse.obj", "mesh_coarse.mtl", "albedo_coarse.png", "mesh_neutral.obj",
+                "render_coarse.png", "face_mask.png", "landmarks68.txt", "now_landmarks.txt",
+                "coeffs.npz")
+
+
+@dataclasses.dataclass
+class PreparedFace:
+    """One detected, landmarked and aligned face of a photo.
+
+    Attributes:
+      path: the photo's path.
+      pixels: uint8 [H, W, 3] decoded RGB (possibly downscaled from the file).
+      original_size: (width, height) of the file's image.
+      to_original: float [2, 3], decoded pixels → original pixels.
+      crop_transform: float [2, 3], decoded pixels → crop pixels.
+      crop: uint8 [S, S, 3] aligned crop.
+      landmarks: float32 [68, 2] detector landmarks in crop pixels (centres at integers).
+      skin_mask: uint8 [S, S] 0/255, Eq. 7's V.
+      dense: float32 [P, 2] FaceMesh points in crop pixels, or None.
+      info: JSON-friendly details (box, face count, notes).
+    """
+
+    path: str
+    pixels: np.ndarray
+    original_size: tuple[int, int]
+    to_original: np.ndarray
+    crop_transform: np.ndarray
+    crop: np.ndarray
+    landmarks: np.ndarray
+    skin_mask: np.ndarray
+    dense: np.ndarray | None
+    info: dict
+
+
+@dataclasses.dataclass
+class Skipped:
+    """A photo that produced no face: ``reason`` is a short code, ``note`` details."""
+
+    path: str
+    reason: str
+    note: str = ""
+
+
+class PhotoReconstructor:
+    """Photo → fitted coarse face (see the module docstring).
+
+    Args:
+      face_model: the 3DMM.
+      fitter: a :class:`recon_tf.fitting.Fitter` for ``face_model``.
+      preprocessor: a :class:`recon_tf.preprocess.FacePreprocessor` (detector,
+        landmarker, decode limits; its template must be ``face_model``'s).
+      facemesh: a :class:`recon_tf.nets.facemesh.FaceMesh`, or None.
+      uv_size: side of the albedo map in texels.
+    """
+
+    def __init__(self, face_model: FaceModel, fitter: Fitter, preprocessor, facemesh=None,
+                 uv_size: int = 512):
+        self.face_model = face_model
+        self.fitter = fitter
+        self.preprocessor = preprocessor
+        self.facemesh = facemesh
+        self.uv_size = uv_size
+        self._uv_layout = None
+
+    # ---------------------------------------------------------------- prepare
+    def prepare(self, path: str, annotation: np.ndarray | None = None) -> PreparedFace | Skipped:
+        """Decode, detect, landmark and align the largest face; never raises for bad input.
+
+        Args:
+          path: the photo.
+          annotation: optional float [68, 2] ground-truth landmarks (original
+            pixels): evaluation picks the annotated face instead of the largest.
+        """
+        from recon_tf.preprocess import _decode_to_original, select_face
+        from recon_tf.preprocess.align import align_face
+        from recon_tf.preprocess.image_io import ImageDecodeError, load_image
+        from recon_tf.preprocess.skin_mask import skin_mask
+
+        pre = self.preprocessor
+        try:
+            decoded = load_image(path, **pre.decode_limits)
+        except ImageDecodeError as err:
+            return Skipped(path, err.reason, str(err))
+        try:
+            pixels = decoded.pixels
+            faces = pre.detector.detect(pixels)
+            to_decoded = invert(_decode_to_original(decoded))
+            gt = None if annotation is None else apply_transform(to_decoded, annotation)
+            face, note = select_face(faces, gt)
+            if face is None:
+                return Skipped(path, "no_face", "MTCNN found no face")
+            points = pre.landmarker(pixels, face.box)
+            if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
+                return Skipped(path, "landmarks_failed", "degenerate landmarks")
+            aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate)
+            mask = skin_mask(aligned.image, aligned.landmarks, aligned.valid)
+            dense = None
+            info = {"num_faces": len(faces), "note": note, "mask_method": mask.method,
+                    **face.to_json()}
+            if self.facemesh is not None:
+                mesh_points, score = self.facemesh.detect(pixels, face.box)
+                info["facemesh_score"] = round(float(score), 4)
+                if score >= 0.5 and np.all(np.isfinite(mesh_points)):
+                    dense = apply_transform(aligned.transform, mesh_points[:, :2])
+            return PreparedFace(path, pixels, tuple(decoded.original_size),
+                                _decode_to_original(decoded), aligned.transform.astype(np.float64),
+                                aligned.image, aligned.landmarks.astype(np.float32), mask.mask,
+                                None if dense is None else dense.astype(np.float32), info)
+        except Exception as err:  # a bad input must never stop a long run
+            return Skipped(path, "error", f"{type(err).__name__}: {err}")
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, faces: list[PreparedFace], init: np.ndarray | None = None) -> FitResult:
+        """Fit the coefficients of B prepared faces at once."""
+        use_dense = all(f.dense is not None for f in faces)
+        data = make_fit_data(
+            np.stack([f.crop for f in faces]).astype(np.float32) / 255.0,
+            np.stack([f.landmarks for f in faces]) + PIXEL_CENTER,
+            np.stack([f.skin_mask for f in faces]).astype(np.float32) / 255.0,
+            dense=(np.stack([f.dense for f in faces]) + PIXEL_CENTER) if use_dense else None)
+        return self.fitter.fit(data, init)
+
+    # ---------------------------------------------------------------- outputs
+    def uv_layout(self):
+        if self._uv_layout is None:
+            from recon_tf.render.uv import rasterize_uv_layout
+
+            self._uv_layout = rasterize_uv_layout(self.face_model, self.uv_size)
+        return self._uv_layout
+
+    def photo_camera(self, face: PreparedFace) -> Camera:
+        """The camera that projects the fitted face onto the decoded photo."""
+        h, w = face.pixels.shape[:2]
+        return self.fitter.camera(self.fitter.image_size).for_source_image(
+            face.crop_transform, (h, w))
+
+    def render_on_photo(self, face: PreparedFace, coeffs: np.ndarray):
+        """Render the fitted face over the decoded photo.
+
+        Returns:
+          (composite float32 [H, W, 3] in [0, 1], front-face mask bool [H, W],
+          landmarks float32 [68, 2] in decoded pixels, pixel centres at integers).
+        """
+        from recon_tf.render.rasterizer import interpolate, rasterize
+
+        fm = self.face_model
+        camera = self.photo_camera(face)
+        c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
+        params = {g: getattr(c, g) for g in ("identity", "expression", "albedo", "angles",
+                                             "translation", "light")}
+        _, cam_v, normals, _, lmk = self.fitter.geometry(params, camera)
+        from recon_tf.lighting import shade
+
+        colors = shade(fm.albedo(c.albedo), normals, c.light)
+        h, w = camera.image_size
+        ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, h, w)
+        attrs = tf.concat([colors, self.fitter.front_mask[None, :, None]], axis=-1)
+        pix = interpolate(attrs, fm.triangles, ids, bary)[0].numpy()
+        mask = (ids[0].numpy() >= 0) & (pix[..., 3] > 0.5)
+        photo = face.pixels.astype(np.float32) / 255.0
+        comp = np.where(mask[..., None], np.clip(pix[..., :3], 0.0, 1.0), photo)
+        return comp, mask, lmk[0].numpy() - PIXEL_CENTER
+
+    def write(self, face: PreparedFace, coeffs: np.ndarray, out_dir: str) -> dict:
+        """Write one face's outputs (see the module docstring) into ``out_dir``.
+
+        Returns:
+          a JSON-friendly dict of what was written and the face's numbers.
+        """
+        import cv2
+
+        from recon_tf.export import save_png, write_obj
+        from recon_tf.render.uv import attributes_to_uv
+
+        fm = self.face_model
+        os.makedirs(out_dir, exist_ok=True)
+        c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
+        verts = fm.shape(c.identity, c.expression)[0].numpy() * DM_TO_MM
+        neutral = fm.shape(c.identity, tf.zeros_like(c.expression))[0].numpy() * DM_TO_MM
+        albedo = fm.albedo(c.albedo)
+        albedo_map = np.clip(attributes_to_uv(albedo, self.uv_layout())[0].numpy(), 0.0, 1.0)
+        tris, uv, tri_uv = (fm.arrays[k] for k in ("triangles", "uv", "tri_uv"))
+        write_obj(os.path.join(out_dir, "mesh_coarse.obj"), verts, tris, uv=uv, face_uv=tri_uv,
+                  texture=albedo_map, texture_name="albedo_coarse.png")
+        write_obj(os.path.join(out_dir, "mesh_neutral.obj"), neutral, tris, uv=uv, face_uv=tri_uv)
+
+        comp, mask, lmk_dec = self.render_on_photo(face, coeffs)
+        ow, oh = face.original_size
+        if comp.shape[:2] != (oh, ow):
+            comp = cv2.resize(comp, (ow, oh), interpolation=cv2.INTER_LINEAR)
+            mask = cv2.resize(mask.astype(np.uint8), (ow, oh),
+                              interpolation=cv2.INTER_NEAREST) > 0
+        save_png(os.path.join(out_dir, "render_coarse.png"), comp)
+        cv2.imwrite(os.path.join(out_dir, "face_mask.png"), mask.astype(np.uint8) * 255)
+        lmk_orig = apply_transform(face.to_original, lmk_dec)
+        np.savetxt(os.path.join(out_dir, "landmarks68.txt"), lmk_orig, fmt="%.3f")
+        now = verts[fm.arrays["lmk68"][list(NOW_FROM_IBUG)]]
+        np.savetxt(os.path.join(out_dir, "now_landmarks.txt"), now, fmt="%.4f")
+        self._write_coeffs(os.path.join(out_dir, "coeffs.npz"), face, coeffs)
+        return {"landmarks68": lmk_orig}
+
+    def _write_coeffs(self, path: str, face: PreparedFace, coeffs: np.ndarray) -> None:
+        fm = self.face_model
+        c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
+        to_crop = compose(face.crop_transform, invert(face.to_original))  # original → crop
+        ow, oh = face.original_size
+        camera = self.fitter.camera(self.fitter.image_size).for_source_image(to_crop, (oh, ow))
+        rot = rotation_matrix(c.angles)[0].numpy()
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, identity=c.identity[0].numpy(), expression=c.expression[0].numpy(),
+                 albedo=c.albedo[0].numpy(), angles=c.angles[0].numpy(),
+                 translation=c.translation[0].numpy(), light=c.light[0].numpy(),
+                 coeffs=np.asarray(coeffs, np.float32), rotation=rot,
+                 camera_kind=camera.kind, focal=camera.focal, ortho_scale=camera.ortho_scale,
+                 principal_point=np.asarray(camera.center, np.float64),
+                 camera_distance=camera.distance, image_size=np.array([oh, ow]),
+                 crop_transform=to_crop.astype(np.float64), crop_size=self.fitter.image_size,
+                 face_model=fm.name, units="translation in decimetres; mesh files in mm")
+        os.replace(tmp, path)
+
+
+def reproject(coeffs_npz: str, vertices_mm: np.ndarray) -> np.ndarray:
+    """Project mesh vertices (mm, face-model frame) onto the photo with ``coeffs.npz``.
+
+    Returns:
+      float [N, 2] photo pixels, pixel centres at integers (as ``landmarks68.txt``).
+    """
+    with np.load(coeffs_npz) as d:
+        camera = Camera(kind=str(d["camera_kind"]), image_size=tuple(int(v) for v in
+                                                                     d["image_size"]),
+                        focal=float(d["focal"]), ortho_scale=float(d["ortho_scale"]),
+                        distance=float(d["camera_distance"]),
+                        principal_point=tuple(float(v) for v in d["principal_point"]))
+        angles, translation = d["angles"][None], d["translation"][None]
+    pts = tf.constant(np.asarray(vertices_mm, np.float32)[None] / DM_TO_MM)
+    cam = rigid_transform(pts, tf.constant(angles, tf.float32),
+                          tf.constant(translation, tf.float32))
+    return camera.project(cam)[0].numpy() - PIXEL_CENTER
