@@ -3,7 +3,8 @@
 # kernel as well as the CPU one. Not built in CI (no Docker engine there).
 #   docker build -t recon_tf .
 #   docker run --gpus all -v $PWD/../shared/assets:/assets -e RECON_TF_ASSETS=/assets \
-#       recon_tf python tools/reconstruct.py --output_dir=/out
+#       -v $PWD/photos:/photos -v $PWD/out:/out \
+#       recon_tf python tools/reconstruct.py --input=/photos --output=/out
 FROM nvidia/cuda:12.5.1-cudnn-devel-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
@@ -16,4 +17,4 @@ COPY . .
 RUN PYTHON=python3.11 bash tools/setup_env.sh \
     && .venv/bin/python -m pip install "tensorflow[and-cuda]==2.21.*"
 ENV PATH=/recon_tf/.venv/bin:$PATH RECON_TF_ASSETS=/assets
-CMD ["python", "tools/reconstruct.py", "--output_dir=/out"]
+CMD ["python", "tools/reconstruct.py", "--input=/photos", "--output=/out"]

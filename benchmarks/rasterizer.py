@@ -14,7 +14,7 @@ batch image):
 Modes, timed with ``tf.function`` after warm-up, reported in ms per image:
 
 * ``fwd``: ``rasterize`` only.
-* ``fwd+bwd``: ``rasterize``, loss = sum(barycentrics * R1) + sum(depth * R2)
+* ``fwd+bwd``: ``rasterize``, loss = sum(barycentrics * R1) + sum(z_ndc * R2)
   with fixed random R1, R2, and its gradient w.r.t. the clip vertices: the
   rasterizer's own forward and backward kernels.
 * ``fwd+bwd+interp``: like ``fwd+bwd`` but the loss is over
@@ -109,10 +109,10 @@ def make_steps(raster_fn, tris: tf.Tensor, height: int, width: int, weights: dic
     def fwd_bwd(clip):
         with tf.GradientTape() as tape:
             tape.watch(clip)
-            _, bary, depth = raster_fn(clip, tris, height, width)
+            _, bary, z_ndc = raster_fn(clip, tris, height, width)
             n = tf.shape(clip)[0]
             loss = (tf.reduce_sum(bary * weights["bary"][:n])
-                    + tf.reduce_sum(depth * weights["depth"][:n]))
+                    + tf.reduce_sum(z_ndc * weights["z_ndc"][:n]))
         return tape.gradient(loss, clip)
 
     @tf.function
@@ -165,7 +165,7 @@ def main(argv: list[str]) -> None:
     n_max = max(batch, ref_batch)
     weights = {
         "bary": tf.constant(rng.normal(size=(n_max, height, width, 3)), tf.float32),
-        "depth": tf.constant(rng.normal(size=(n_max, height, width)), tf.float32),
+        "z_ndc": tf.constant(rng.normal(size=(n_max, height, width)), tf.float32),
         "image": tf.constant(rng.normal(size=(n_max, height, width, 3)), tf.float32),
     }
     rows = []

@@ -23,7 +23,9 @@ Files users bring (none ships with recon_tf; licences restrict them):
 
 Conventions (Deep3DFace's): shape and expression × 1e-5 → decimetres, bases
 multiplied by their standard deviations so coefficients are ~ N(0, 1), the
-expression mean added to the mean shape, texture / 255. Without UVs we use a
+expression mean added to the mean shape, texture / 255 (BFM's texture values
+are photo pixel values: sRGB-encoded, the space the library works in).
+``front_mask`` is all ones, PCA expressions have no ``exp_bounds``. Without UVs we use a
 cylindrical projection of the mean shape (our choice, documented).
 """
 
@@ -135,8 +137,12 @@ def _read_ids(path: str, what: str, key: str) -> np.ndarray:
 def assemble(mean_shape: np.ndarray, id_basis: np.ndarray, exp_basis: np.ndarray,
              mean_tex: np.ndarray, tex_basis: np.ndarray, triangles: np.ndarray,
              lmk68: np.ndarray, uv: np.ndarray | None, skin_mask: np.ndarray | None,
-             name: str) -> dict:
-    """Centre, cast and validate arrays already in decimetres / [0, 1]."""
+             name: str, albedo_provenance: str, front_mask: np.ndarray | None = None) -> dict:
+    """Centre, cast and validate arrays already in decimetres / [0, 1].
+
+    ``front_mask`` defaults to ones (BFM's face is a front face already);
+    PCA expressions get no ``exp_bounds``.
+    """
     mean_shape = np.asarray(mean_shape, np.float64)
     centre = mean_shape.mean(axis=0, keepdims=True)
     n = len(mean_shape)
@@ -156,6 +162,9 @@ def assemble(mean_shape: np.ndarray, id_basis: np.ndarray, exp_basis: np.ndarray
         "lmk68": np.asarray(lmk68, np.int32),
         "skin_mask": np.ones(n, np.float32) if skin_mask is None
         else np.asarray(skin_mask, np.float32).reshape(n),
+        "front_mask": np.ones(n, np.float32) if front_mask is None
+        else np.asarray(front_mask, np.float32).reshape(n),
+        "albedo_provenance": albedo_provenance,
         "name": name,
     }
     validate_arrays(arrays)
@@ -230,5 +239,7 @@ def convert_bfm2009(model_mat: str, exp_pca_bin: str | None = None,
     uv = None
     if uv_mat:
         uv = load_mat(uv_mat, "BFM UV map (BFM_UV.mat)", DDFA_SOURCE, ["UV"])["UV"]
+    provenance = (f"BFM 2009 texture PCA (01_MorphableModel.mat texMU, texPC x texEV, / 255), "
+                  f"first {tex_basis.shape[0]} modes; sRGB-encoded display values")
     return assemble(mean, id_basis * UM_TO_DM, exp_basis * UM_TO_DM, tex_mean[0], tex_basis,
-                    triangles, lmk, uv, None, "bfm2009")
+                    triangles, lmk, uv, None, "bfm2009", provenance)

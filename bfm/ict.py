@@ -11,10 +11,17 @@ Conversion choices (ours; documented in the README):
 
 * units: ICT is in centimetres; we scale by 0.1 to decimetres (BFM/Deep3DFace
   units, so the same camera defaults serve both) and centre the mean shape.
-* expression order: blendshapes are sorted by their largest vertex
-  displacement, largest first, so the paper's 29 expression coefficients take
-  the 29 most expressive blendshapes (jawOpen … eyeBlink … browOuterUp).
-* albedo: ICT has none; :func:`bfm.albedo.default_albedo_model`.
+* expression order (:func:`order_expressions`): mirror pairs (``…_L``/``…_R``,
+  ``…Left``/``…Right``) stay adjacent and are ranked by their larger member's
+  largest vertex displacement, largest first; the paper's 29 expression
+  coefficients take the most expressive shapes without ever splitting a pair
+  (29 is odd: a pair that would be split is skipped for the next single
+  shape, and follows right after). ``exp_bounds`` = [0, 1] for every shape.
+* masks: ICT's face region includes scalp, ears and neck; ``front_mask`` is
+  :func:`bfm.regions.front_mask`, ``skin_mask`` the front mask without brows,
+  lash lines, nostrils and the lip line.
+* albedo: ICT has none; :func:`bfm.albedo.default_albedo_model` (its
+  ``albedo_provenance`` is :data:`bfm.albedo.PROVENANCE`).
 * landmarks: ``idx_to_landmark_verts`` of ``vertex_indices.json``, which the
   shared npz stores as ``lmk68``.
 
@@ -28,20 +35,68 @@ import os
 
 import numpy as np
 
-from bfm.albedo import default_albedo_model
+from bfm.albedo import PROVENANCE, default_albedo_model
+from bfm.regions import face_regions, front_mask
 from recon_tf.assets import require_file
+from recon_tf.coeffs import CoeffLayout
 from recon_tf.export import read_obj
 from recon_tf.face_model import FaceModelFormatError, validate_arrays
 
 ICT_SOURCE = "ICT-FaceKit, https://github.com/ICT-VGL/ICT-FaceKit (FaceXModel directory)"
 CM_TO_DM = 0.1
 FACE_REGION_VERTICES = 9409
+PRIMARY_EXPRESSIONS = CoeffLayout().exp_dim  # the paper's 29
+MIRROR_SUFFIXES = (("_L", "_R"), ("Left", "Right"))
 
 
 def _compact_uv(tri_uv: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep only the UV points used by ``tri_uv``; renumber ids."""
     used, inverse = np.unique(tri_uv.reshape(-1), return_inverse=True)
     return uv[used].astype(np.float32), inverse.reshape(tri_uv.shape).astype(np.int32)
+
+
+def _mirror_key(name: str) -> tuple[str, int] | None:
+    """(pair key, side 0/1) of a left/right blendshape name (eyeBlink_L → side 0), or None."""
+    for suffixes in MIRROR_SUFFIXES:
+        for side, suffix in enumerate(suffixes):
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return name[:-len(suffix)] + "|" + suffixes[0], side
+    return None
+
+
+def order_expressions(names: list[str], reach: np.ndarray,
+                      primary: int = PRIMARY_EXPRESSIONS) -> list[int]:
+    """Blendshape order: mirror pairs adjacent, most expressive first, no pair split
+    by the first ``primary`` shapes.
+
+    Args:
+      names: K blendshape names.
+      reach: float [K], each shape's largest vertex displacement.
+      primary: the prefix that must hold whole pairs (the paper's 29).
+    Returns:
+      a permutation of range(K): left before right inside a pair; units (a
+      pair or a single shape) ranked by their largest reach. The first
+      ``primary`` slots are filled greedily in rank order, skipping a pair
+      that does not fit (it comes right after); if no single shape is left to
+      fill the last slot, the pair is split there.
+    """
+    reach = np.asarray(reach, np.float64)
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for i, name in enumerate(names):
+        key = _mirror_key(name)
+        groups.setdefault(key[0] if key else f"#{i}", []).append((key[1] if key else 0, i))
+    units = []
+    for members in groups.values():
+        if len(members) == 2 and members[0][0] != members[1][0]:
+            units.append([i for _, i in sorted(members)])
+        else:
+            units += [[i] for _, i in members]
+    units.sort(key=lambda u: (-reach[u].max(), min(u)))
+    first: list[int] = []
+    rest: list[int] = []
+    for unit in units:
+        (first if len(first) + len(unit) <= primary else rest).extend(unit)
+    return first + rest
 
 
 def build_model(mean_cm: np.ndarray, id_basis_cm: np.ndarray, exp_basis_cm: np.ndarray,
@@ -59,32 +114,33 @@ def build_model(mean_cm: np.ndarray, id_basis_cm: np.ndarray, exp_basis_cm: np.n
       num_albedo_modes: modes of the default albedo basis.
     """
     mean = (mean_cm - mean_cm.mean(axis=0, keepdims=True)) * CM_TO_DM
+    exp_basis_cm = np.asarray(exp_basis_cm)
     reach = np.linalg.norm(exp_basis_cm, axis=-1).max(axis=-1) if len(exp_basis_cm) else []
-    order = np.argsort(-np.asarray(reach), kind="stable")
+    order = order_expressions(list(exp_names), np.asarray(reach))
     uv_c, tri_uv_c = _compact_uv(np.asarray(tri_uv), np.asarray(uv))
+    tris = np.asarray(tris, np.int32)
+    lmk68 = np.asarray(lmk68, np.int32)
+    front = front_mask(mean, tris, lmk68)
+    regions = face_regions(mean, tris, lmk68, front)
+    hidden = np.maximum.reduce([regions[k] for k in ("brows", "lash_line", "nostrils",
+                                                     "mouth_line")])
+    mean_albedo, albedo_basis = default_albedo_model(mean, tris, lmk68, front,
+                                                     num_albedo_modes)
     arrays = {
         "mean_shape": mean.astype(np.float32),
         "id_basis": (id_basis_cm * CM_TO_DM).astype(np.float32),
         "exp_basis": (exp_basis_cm[order] * CM_TO_DM).astype(np.float32),
         "exp_names": np.array([exp_names[i] for i in order]),
-        "triangles": np.asarray(tris, np.int32), "uv": uv_c, "tri_uv": tri_uv_c,
-        "lmk68": np.asarray(lmk68, np.int32),
-        "skin_mask": np.ones(len(mean), np.float32),
+        "exp_bounds": np.tile(np.array([[0.0, 1.0]], np.float32), (len(order), 1)),
+        "mean_albedo": mean_albedo, "albedo_basis": albedo_basis,
+        "albedo_provenance": PROVENANCE,
+        "triangles": tris, "uv": uv_c, "tri_uv": tri_uv_c, "lmk68": lmk68,
+        "front_mask": front,
+        "skin_mask": (front * (1.0 - hidden)).astype(np.float32),
         "name": "ict_facekit",
     }
-    vertex_uv = _vertex_uv(arrays["triangles"], arrays["tri_uv"], uv_c, len(mean))
-    arrays["mean_albedo"], arrays["albedo_basis"] = default_albedo_model(
-        vertex_uv, num_albedo_modes)
     validate_arrays(arrays)
     return arrays
-
-
-def _vertex_uv(tris: np.ndarray, tri_uv: np.ndarray, uv: np.ndarray, n: int) -> np.ndarray:
-    total = np.zeros((n, 2))
-    count = np.zeros(n)
-    np.add.at(total, tris.reshape(-1), uv[tri_uv.reshape(-1)])
-    np.add.at(count, tris.reshape(-1), 1.0)
-    return total / np.maximum(count, 1.0)[:, None]
 
 
 def load_ict_npz(path: str, num_albedo_modes: int = 80) -> dict:

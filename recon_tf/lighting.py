@@ -19,6 +19,11 @@ reparametrisation of γ. With n = (x, y, z):
 (the order and signs of the Condon–Shortley real SH Y_{1,−1}, Y_{1,0}, Y_{1,1},
 Y_{2,−2} … Y_{2,2}).
 
+Colour space: albedo, shaded colours and photos are all sRGB-encoded values in
+[0, 1] (the photos' own pixel values, like BFM's texture and Deep3DFace);
+shading multiplies them directly, with no linearisation or gamma anywhere
+(see :mod:`recon_tf.face_model`).
+
 Initial ambient offset (Deep3DFace's choice, kept here): the network's light
 output γ̂ is zero-centred, so :func:`shade` adds ``AMBIENT_INIT = 0.8`` to the
 first coefficient of every channel, γ_0 = γ̂_0 + 0.8: zero coefficients then
@@ -97,11 +102,11 @@ def shade(albedo: tf.Tensor, normals: tf.Tensor, light: tf.Tensor,
     """C(γ | t_i, n_i) = t_i ⊙ Σ_b γ_b Φ_b(n_i)  (Eq. 5).
 
     Args:
-      albedo: t, float32 [B, N, 3] in [0, 1].
+      albedo: t, float32 [B, N, 3] in [0, 1], sRGB-encoded like the photos.
       normals: n, float32 [B, N, 3] unit normals in camera space.
       light: γ, float32 [B, 27].
       ambient_init: added to γ_0 (Deep3DFace: 0.8).
     Returns:
-      shaded colours, float32 [B, N, 3] (not clipped).
+      shaded colours, float32 [B, N, 3], the photos' sRGB-encoded space (not clipped).
     """
     return tf.convert_to_tensor(albedo, tf.float32) * irradiance(normals, light, ambient_init)

@@ -140,7 +140,8 @@ class PhotoReconstructor:
             points = pre.landmarker(pixels, face.box)
             if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
                 return Skipped(path, "landmarks_failed", "degenerate landmarks")
-            aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate)
+            aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate,
+                                 camera_kind=pre.camera_kind)
             mask = skin_mask(aligned.image, aligned.landmarks, aligned.valid)
             dense = None
             info = {"num_faces": len(faces), "note": note, "mask_method": mask.method,

@@ -9,11 +9,11 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def ict_arrays():
-    """The default ICT face model as a recon_tf face-model dict."""
-    from bfm.ict import load_ict_npz
-    from recon_tf.face_model import default_face_model_path
+    """The default ICT face model as a recon_tf face-model dict (converted once, cached)."""
+    from bfm import default_face_model_path
+    from recon_tf.face_model import load_face_model_arrays
 
-    return load_ict_npz(default_face_model_path())
+    return load_face_model_arrays(default_face_model_path())
 
 
 @pytest.fixture(scope="session")

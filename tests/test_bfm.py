@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from bfm.albedo import colour_axes, default_albedo_model
 from bfm.bfm2009 import convert_bfm2009, read_exp_pca_bin
 from bfm.deep3d import convert_deep3d
-from bfm.ict import convert_obj_dir, load_ict_npz
+from bfm.ict import convert_obj_dir, load_ict_npz, order_expressions
 from recon_tf.assets import AssetMissingError, asset_path
 from recon_tf.face_model import FaceModel, FaceModelFormatError
 
@@ -64,7 +63,9 @@ def test_bfm2009_with_exp_pca_bin(tmp_path):
     np.testing.assert_array_equal(m["triangles"], [[0, 1, 2], [1, 2, 3], [4, 5, 6]])
     assert m["lmk68"][0] == 0
     assert np.all((m["uv"] >= 0) & (m["uv"] <= 1))
-    FaceModel(m)  # valid and usable
+    fm = FaceModel(m)  # valid and usable
+    assert np.all(fm.front_mask.numpy() == 1) and fm.exp_bounds is None  # PCA: unbounded
+    assert "BFM 2009 texture PCA" in fm.albedo_provenance
 
 
 def test_bfm2009_with_3ddfa_expression(tmp_path):
@@ -114,9 +115,12 @@ def test_deep3d_front_mat(tmp_path):
         "meanshape": rng.normal(size=(1, 3 * n)), "idBase": rng.normal(size=(3 * n, 80)),
         "exBase": rng.normal(size=(3 * n, 64)), "meantex": np.full((1, 3 * n), 127.5),
         "texBase": rng.normal(size=(3 * n, 80)), "tri": np.array([[1, 2, 3], [4, 5, 6]]),
-        "keypoints": (np.arange(68) % n + 1)[None], "skinmask": np.ones((1, n))})
+        "keypoints": (np.arange(68) % n + 1)[None], "skinmask": np.ones((1, n)),
+        "frontmask2_idx": np.array([[1, 2, 3, 4, 5]])})
     m = convert_deep3d(str(tmp_path / "BFM_model_front.mat"))
     np.testing.assert_allclose(m["mean_albedo"], 0.5)
+    np.testing.assert_array_equal(m["front_mask"], [1, 1, 1, 1, 1, 0, 0, 0, 0])
+    assert "Deep3DFace" in m["albedo_provenance"]
     fm = FaceModel(m)
     assert (fm.layout.id_dim, fm.layout.exp_dim, fm.layout.tex_dim) == (80, 29, 80)
     scipy.io.savemat(tmp_path / "incomplete.mat", {"meanshape": np.zeros((1, 3))})
@@ -177,21 +181,79 @@ def test_ict_obj_dir_errors(tmp_path):
         convert_obj_dir(str(tmp_path))
 
 
-def test_default_albedo_basis_is_smooth_and_plausible():
-    rng = np.random.default_rng(5)
-    uv = rng.uniform(0, 1, size=(500, 2)).astype(np.float32)
-    mean, basis = default_albedo_model(uv, 80)
-    assert mean.shape == (500, 3) and basis.shape == (80, 500, 3)
-    axes = colour_axes()
-    np.testing.assert_allclose(axes @ axes.T, np.eye(3), atol=1e-6)
-    samples = mean[None] + np.einsum("sk,knc->snc", rng.normal(size=(200, 80)), basis)
-    inside = np.mean((samples > 0) & (samples < 1))
-    assert inside > 0.99, inside
-    # each mode is smooth: on a fine UV grid, neighbouring texels differ little
-    g = np.stack(np.meshgrid(np.linspace(0, 1, 101), np.linspace(0, 1, 101)), -1)
-    _, grid_basis = default_albedo_model(g.reshape(-1, 2), 80)
-    grid_basis = grid_basis.reshape(80, 101, 101, 3)
-    step = np.abs(np.diff(grid_basis, axis=1)).mean() + np.abs(np.diff(grid_basis, axis=2)).mean()
-    assert step < 0.1 * np.abs(grid_basis).mean()
-    with pytest.raises(ValueError, match="num_modes"):
-        default_albedo_model(uv, 2)
+def test_expression_order_keeps_mirror_pairs_together():
+    names = ["jawOpen", "blink_L", "blink_R", "look_L", "look_R", "jawLeft", "jawRight",
+             "pucker", "smile_L", "smile_R"]
+    reach = np.array([9.0, 2.0, 8.0, 7.0, 1.0, 6.0, 0.5, 3.0, 0.1, 0.2])
+    # pairs rank by their larger member: blink (8) > look (7) > jaw L/R (6) > pucker (3)
+    order = order_expressions(names, reach, primary=4)
+    got = [names[i] for i in order]
+    # 4 slots: jawOpen, blink pair = 3; the look pair does not fit, pucker fills slot 4
+    assert got == ["jawOpen", "blink_L", "blink_R", "pucker", "look_L", "look_R", "jawLeft",
+                   "jawRight", "smile_L", "smile_R"]
+    assert sorted(order) == list(range(len(names)))
+    # only pairs left for an odd slot: the pair is split there (no single to fill it)
+    pairs_only = names[1:5]
+    got = [pairs_only[i] for i in order_expressions(pairs_only, reach[1:5], primary=3)]
+    assert got == ["blink_L", "blink_R", "look_L", "look_R"]
+
+
+def test_ict_first_29_expressions_hold_whole_pairs(ict_arrays):
+    names = [str(n) for n in ict_arrays["exp_names"]]
+    assert len(names) == 53 and names[0] == "jawOpen"
+    first = set(names[:29])
+    for name in names:
+        for left, right in (("_L", "_R"), ("Left", "Right")):
+            if name.endswith(left):
+                twin = name[:-len(left)] + right
+                assert (name in first) == (twin in first), (name, twin)
+                assert names.index(twin) == names.index(name) + 1
+    assert "eyeLookDown_L" in names[:29] or "eyeLookDown_R" not in names[:29]
+    np.testing.assert_array_equal(ict_arrays["exp_bounds"], np.tile([[0.0, 1.0]], (53, 1)))
+
+
+def test_ict_masks_and_provenance(ict_arrays):
+    front, skin = ict_arrays["front_mask"], ict_arrays["skin_mask"]
+    lmk = ict_arrays["lmk68"]
+    assert front.min() >= 0 and front.max() <= 1 and np.all(skin <= front + 1e-6)
+    assert np.all(front[lmk[27:36]] == 1)  # nose
+    assert np.all(skin[lmk[27:31]] == 1) and np.all(skin[lmk[19:25]] < 0.5)  # brows are not skin
+    v = ict_arrays["mean_shape"]
+    assert front[v[:, 1] > v[:, 1].max() - 0.2].max() == 0  # scalp
+    assert front[v[:, 1] < v[lmk[8], 1] - 0.1].max() == 0  # neck below the chin
+    assert front[v[:, 2] < v[lmk[0], 2] - 0.1].max() == 0  # ears and the back of the head
+    assert 0.4 < float((front > 0.5).mean()) < 0.8  # the face holds most ICT vertices
+    assert "orthogonal" in ict_arrays["albedo_provenance"]
+
+
+def test_default_face_model_is_converted_once_and_cached(tmp_path, monkeypatch, ict_arrays):
+    import bfm.ict
+    from bfm import default, default_face_model_path, load_default_face_model
+
+    calls = []
+    monkeypatch.setattr(bfm.ict, "load_ict_npz", lambda path: calls.append(path) or ict_arrays)
+    monkeypatch.setenv(default.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    path = default_face_model_path()
+    assert calls == [asset_path(default.ICT_ASSET)]
+    assert os.path.dirname(path) == str(tmp_path / "cache")
+    assert os.path.basename(path).startswith(f"ict_facekit-v{default.CONVERTER_VERSION}-")
+    assert default_face_model_path() == path and len(calls) == 1  # reused, not converted
+    model = load_default_face_model()
+    assert model.name == "ict_facekit" and model.layout.exp_dim == 29
+    assert model.exp_bounds.shape == (29, 2)
+    # the key follows the source's size and time stamp, and the converter's version
+    src = tmp_path / "src.npz"
+    src.write_bytes(b"0" * 10)
+    key = default.cache_key(str(src))
+    os.utime(src, ns=(0, 10 ** 9))
+    assert default.cache_key(str(src)) != key
+    key = default.cache_key(str(src))
+    monkeypatch.setattr(default, "CONVERTER_VERSION", default.CONVERTER_VERSION + 1)
+    assert default.cache_key(str(src)) != key
+    new_path = default_face_model_path()
+    assert new_path != path and len(calls) == 2
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted(
+        [os.path.basename(path), os.path.basename(new_path)])
+    monkeypatch.setenv("RECON_TF_ASSETS", str(tmp_path / "nowhere"))
+    with pytest.raises(AssetMissingError, match="ICT-FaceKit"):
+        default_face_model_path()

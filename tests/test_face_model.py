@@ -1,5 +1,7 @@
 """Face model (Eq. 1-3), coefficient layout, normals, landmarks, bad input."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,10 +10,12 @@ from recon_tf.coeffs import CoeffLayout
 from recon_tf.face_model import (
     FaceModel,
     FaceModelFormatError,
+    geometry_hash,
     load_face_model,
     load_face_model_arrays,
     save_face_model,
     vertex_normals,
+    vertex_uv,
 )
 
 
@@ -124,6 +128,51 @@ def test_save_load_roundtrip(tmp_path, tiny_arrays):
         else:
             np.testing.assert_array_equal(back[k], v)
     assert load_face_model(path).num_vertices == 16
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]  # no temporary file left
+
+
+def test_optional_keys_roundtrip_and_default_for_old_files(tmp_path, tiny_arrays):
+    old = FaceModel(tiny_arrays)  # a file written before the optional keys existed
+    np.testing.assert_array_equal(old.front_mask.numpy(), np.ones(16))
+    assert old.exp_bounds is None and old.exp_names == []
+    assert old.albedo_provenance == "unknown"
+    extra = dict(tiny_arrays, front_mask=np.linspace(0, 1, 16, dtype=np.float32),
+                 exp_bounds=np.tile([[0.0, 1.0]], (4, 1)).astype(np.float32),
+                 exp_names=np.array(["jawOpen", "a_L", "a_R", "b"]),
+                 albedo_provenance="made by hand")
+    path = str(tmp_path / "m.npz")
+    save_face_model(path, extra)
+    fm = load_face_model(path, CoeffLayout(5, 3, 6))
+    np.testing.assert_allclose(fm.front_mask.numpy(), extra["front_mask"])
+    np.testing.assert_array_equal(fm.exp_bounds.numpy(), [[0, 1]] * 3)  # cut to the layout
+    assert fm.exp_names == ["jawOpen", "a_L", "a_R", "b"]
+    assert fm.albedo_provenance == "made by hand"
+    with pytest.raises(FaceModelFormatError, match="'exp_bounds' has shape"):
+        FaceModel(dict(extra, exp_bounds=np.zeros((3, 2), np.float32)))
+    with pytest.raises(FaceModelFormatError, match="low <= high"):
+        FaceModel(dict(extra, exp_bounds=np.tile([[1.0, 0.0]], (4, 1))))
+    with pytest.raises(FaceModelFormatError, match="'front_mask' has shape"):
+        FaceModel(dict(extra, front_mask=np.ones(15, np.float32)))
+
+
+def test_geometry_hash_follows_geometry_only(tiny_arrays):
+    base = geometry_hash(tiny_arrays)
+    assert base == FaceModel(tiny_arrays).geometry_hash and len(base) == 40
+    other_albedo = dict(tiny_arrays, albedo_basis=tiny_arrays["albedo_basis"] * 2)
+    assert geometry_hash(other_albedo) == base
+    moved = dict(tiny_arrays, mean_shape=tiny_arrays["mean_shape"] + 0.01)
+    assert geometry_hash(moved) != base
+    relabelled = dict(tiny_arrays, lmk68=np.roll(tiny_arrays["lmk68"], 1))
+    assert geometry_hash(relabelled) != base
+
+
+def test_vertex_uv_averages_corner_uvs():
+    tris = np.array([[0, 1, 2], [0, 2, 3]])
+    tri_uv = np.array([[0, 1, 2], [4, 2, 3]])  # vertex 0 has two UVs (a seam)
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.0]])
+    got = vertex_uv(tris, tri_uv, uv, 5)
+    np.testing.assert_allclose(got, [[0.25, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
+    assert got.dtype == np.float32
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path, tiny_arrays, face_model):
@@ -147,12 +196,13 @@ def test_bad_inputs_raise_clear_errors(tmp_path, tiny_arrays, face_model):
         FaceModel(missing)
 
 
-def test_missing_default_asset_names_source(monkeypatch, tmp_path):
-    from recon_tf import assets
-
-    monkeypatch.setenv(assets.ENV_VAR, str(tmp_path))
-    with pytest.raises(assets.AssetMissingError, match="ICT-FaceKit"):
-        load_face_model()
+def test_load_face_model_needs_a_recon_tf_file(tmp_path):
+    with pytest.raises(ValueError, match=r"bfm.load_default_face_model\(\)"):
+        load_face_model(None)
+    ict_style = tmp_path / "ict.npz"
+    np.savez(ict_style, mean=np.zeros((3, 3)), tris=np.zeros((1, 3), np.int32))
+    with pytest.raises(FaceModelFormatError, match="python -m bfm.convert --source=ict"):
+        load_face_model(str(ict_style))
 
 
 def test_nan_coefficients_are_rejected(face_model):

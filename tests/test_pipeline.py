@@ -1,6 +1,7 @@
 """TFRecord schema round trips and the tf.data pipeline (flip, jitter, batching)."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -98,10 +99,10 @@ def test_flip_permutation_is_a_mirror_involution():
         assert perm[a] == b
 
 
-def test_flip_maps_a_symmetric_face_onto_itself():
-    from recon_tf.preprocess.align import default_template_3d, project_template
+def test_flip_maps_a_symmetric_face_onto_itself(face_model):
+    from recon_tf.preprocess.align import project_template
 
-    lm = project_template(default_template_3d())  # mean face: symmetric about x = 112
+    lm = project_template(face_model.mean_landmarks_3d())  # symmetric about x = 112
     ex = {"image": tf.zeros([224, 224, 3]), "mask": tf.zeros([224, 224, 1]),
           "landmarks": tf.constant(lm - [0.5, 0.0]), "transform": tf.constant(np.eye(2, 3))}
     flipped = pipeline.flip_example(ex)["landmarks"].numpy()
@@ -211,3 +212,24 @@ def test_make_dataset_shards_files_per_input_pipeline(tmp_path):
                                input_context=context)
     paths = [p.decode() for b in ds for p in b["source_path"].numpy()]
     assert paths == [f"photos/{i}.jpg" for i in range(5, 10)]
+
+
+def test_check_alignment_refuses_other_model_or_camera():
+    from recon_tf.camera import Camera
+
+    cam = Camera.deep3d(224)
+    manifest = {"dataset": "folder", **tfrecord.alignment_record("ict_facekit", "ab" * 20, cam)}
+    manifest = json.loads(json.dumps(manifest))  # as read back from manifest.json
+    tfrecord.check_alignment(manifest, "ict_facekit", "ab" * 20, Camera.deep3d(224))
+    cases = [
+        (("bfm_deep3d", "ab" * 20, cam), "face model 'ict_facekit'"),
+        (("ict_facekit", "cd" * 20, cam), "hash abababababab"),
+        (("ict_facekit", "ab" * 20, Camera.deep3d(256)), "image_size"),
+        (("ict_facekit", "ab" * 20, Camera.deep3d(224, "orthographic")), "camera kind"),
+        (("ict_facekit", "ab" * 20, Camera(focal=1200.0)), "camera focal"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tfrecord.check_alignment(manifest, *args)
+    with pytest.raises(ValueError, match="older tools/preprocess.py"):
+        tfrecord.check_alignment({"dataset": "folder"}, "ict_facekit", "ab" * 20, cam)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from recon_tf.assets import asset_path
+from recon_tf.data import readers
 from recon_tf.preprocess import align, image_io, landmarks, skin_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,15 +23,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def template_3d():
-    return align.default_template_3d()
+def template_3d(face_model):
+    return face_model.mean_landmarks_3d()
 
 
 @pytest.fixture(scope="module")
-def preprocessor():
+def preprocessor(template_3d):
     from recon_tf.preprocess import FacePreprocessor
 
-    return FacePreprocessor()
+    return FacePreprocessor(template_3d=template_3d)
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,26 @@ def test_standard_points_follow_the_camera_convention(template_3d):
     np.testing.assert_allclose(half + 0.5, (std + 0.5) / 2, atol=1e-3)
 
 
+def test_standard_points_are_where_the_renderer_puts_the_mean_face(face_model):
+    from recon_tf.camera import Camera
+    from recon_tf.render.renderer import project_landmarks
+
+    for kind in ("perspective", "orthographic"):
+        rendered = project_landmarks(face_model, face_model.layout.zeros(1),
+                                     Camera.deep3d(256, kind)).numpy()[0]
+        template = align.project_template(face_model.mean_landmarks_3d(), 256, kind)
+        np.testing.assert_allclose(template, rendered, atol=1e-3)
+        np.testing.assert_allclose(
+            align.standard_points(face_model.mean_landmarks_3d(), 256, kind),
+            align.five_points(rendered - 0.5), atol=1e-3)
+    with pytest.raises(ValueError, match="in front of the camera"):
+        align.project_template(np.array([[0.0, 0.0, 10.0]]))
+    from recon_tf.preprocess import FacePreprocessor
+
+    with pytest.raises(ValueError, match="needs template_3d"):
+        FacePreprocessor()  # the library has no default face model
+
+
 def test_align_face_maps_five_points_and_records_transform(template_3d):
     image = _face_photo()
     std68 = align.project_template(template_3d) - 0.5
@@ -274,8 +295,8 @@ def test_read_pts_and_nme(tmp_path):
     pts = np.arange(136, dtype=np.float32).reshape(68, 2) + 1
     path.write_text("version: 1\nn_points: 68\n{\n"
                     + "\n".join(f"{x} {y}" for x, y in pts) + "\n}\n")
-    np.testing.assert_allclose(landmarks.read_pts(str(path)), pts - 1)
-    np.testing.assert_allclose(landmarks.read_pts(str(path), one_based=False), pts)
+    np.testing.assert_allclose(readers.read_pts(str(path)), pts - 1)
+    np.testing.assert_allclose(readers.read_pts(str(path), one_based=False), pts)
     truth = np.zeros((68, 2))
     truth[45] = (10, 0)
     assert landmarks.nme_outer_eyes(truth + [1.0, 0.0], truth) == pytest.approx(0.1)
@@ -306,7 +327,7 @@ def test_pfld_nme_on_annotated_photos(preprocessor):
     for pts in sorted(glob.glob(asset_path("images/faces_68pts") + "/*.pts")):
         image_path = next(p for p in glob.glob(pts[:-4] + ".*") if not p.endswith(".pts"))
         image = image_io.load_image(image_path).pixels
-        truth = landmarks.read_pts(pts)
+        truth = readers.read_pts(pts)
         lo, hi = truth.min(0), truth.max(0)
         box = np.r_[lo, hi - lo]
         for face in preprocessor.detector.detect(image):
@@ -350,10 +371,11 @@ EXPECTED = {
 }
 
 
-def test_preprocess_tool_end_to_end_and_resume(tmp_path, tool, preprocessor):
+def test_preprocess_tool_end_to_end_and_resume(tmp_path, tool, preprocessor, face_model):
     import tensorflow as tf
 
-    from recon_tf.data.tfrecord import parse_example
+    from recon_tf.camera import Camera
+    from recon_tf.data.tfrecord import check_alignment, parse_example
 
     _make_inputs(tmp_path / "in")
     config = tool.Config(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
@@ -366,6 +388,16 @@ def test_preprocess_tool_end_to_end_and_resume(tmp_path, tool, preprocessor):
         assert (by_name[name]["status"], by_name[name].get("reason", "")) == (status, reason), name
     assert "kept the largest" in by_name["two_people.jpg"]["note"]
     assert by_name["huge.jpg"]["downscaled_by"] > 1.0
+    # manifest and report name the face model and camera the crops were aligned to
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["face_model"] == {"name": "ict_facekit", "hash": face_model.geometry_hash}
+    assert manifest["camera"]["kind"] == "perspective" and manifest["camera"]["focal"] == 1015.0
+    assert report["face_model"] == manifest["face_model"]
+    assert report["camera"] == manifest["camera"]
+    check_alignment(manifest, face_model.name, face_model.geometry_hash, Camera.deep3d(224))
+    with pytest.raises(ValueError, match="another face model or camera"):
+        check_alignment(manifest, face_model.name, face_model.geometry_hash,
+                        Camera.deep3d(224, "orthographic"))
 
     files = sorted(glob.glob(str(tmp_path / "out" / "shard-*-of-00003.tfrecord")))
     assert len(files) == 3 and not glob.glob(str(tmp_path / "out" / "*.tmp"))
@@ -396,6 +428,9 @@ def test_preprocess_tool_end_to_end_and_resume(tmp_path, tool, preprocessor):
     with pytest.raises(ValueError, match="other settings"):
         tool.run_preprocessing(tool.Config(input=config.input, output=config.output,
                                            shard_size=5, num_workers=1), preprocessor)
+    with pytest.raises(ValueError, match="another face model, camera"):
+        tool.run_preprocessing(tool.Config(input=config.input, output=config.output,
+                                           num_workers=1, camera="orthographic"), preprocessor)
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Tests of the rasterizer op (recon_tf.render.rasterizer).
 
 The op is compared with the pure-TF reference (recon_tf.render.reference), with
-analytic expectations (orientation, perspective-correct interpolation, depth
+analytic expectations (orientation, perspective-correct interpolation, z_ndc
 order, clipping, skipped triangles) and, for the gradient kernel, with central
 finite differences and with autodiff through the reference.
 """
@@ -51,29 +51,29 @@ def run(fn, clip, tris, height, width):
 
 
 def assert_matches_reference(clip, tris, height, width, max_mismatch=0.01):
-    ids, bary, depth = run(rasterize, clip, tris, height, width)
-    rids, rbary, rdepth = run(rasterize_reference, clip, tris, height, width)
+    ids, bary, z_ndc = run(rasterize, clip, tris, height, width)
+    rids, rbary, rz_ndc = run(rasterize_reference, clip, tris, height, width)
     assert ids.shape == (clip.shape[0], height, width) and ids.dtype == np.int32
     assert bary.shape == (clip.shape[0], height, width, 3) and bary.dtype == np.float32
-    assert depth.shape == ids.shape and depth.dtype == np.float32
+    assert z_ndc.shape == ids.shape and z_ndc.dtype == np.float32
     same = ids == rids
-    # Disagreements are allowed only at triangle edges, z-clip borders or depth ties.
-    edge = (bary.min(-1) < EDGE_TOL) | (np.abs(depth) > 1 - 1e-5)
-    redge = (rbary.min(-1) < EDGE_TOL) | (np.abs(rdepth) > 1 - 1e-5)
-    tie = np.abs(depth - rdepth) < 1e-5
+    # Disagreements are allowed only at triangle edges, z-clip borders or z_ndc ties.
+    edge = (bary.min(-1) < EDGE_TOL) | (np.abs(z_ndc) > 1 - 1e-5)
+    redge = (rbary.min(-1) < EDGE_TOL) | (np.abs(rz_ndc) > 1 - 1e-5)
+    tie = np.abs(z_ndc - rz_ndc) < 1e-5
     both = (ids >= 0) & (rids >= 0)
     allowed = np.where(both, tie | edge | redge, np.where(ids >= 0, edge, redge))
     bad = ~same & ~allowed
     assert not bad.any(), f"{bad.sum()} pixels differ, e.g. {np.argwhere(bad)[:5]}"
     assert (~same).mean() <= max_mismatch
     np.testing.assert_allclose(bary[same], rbary[same], atol=3e-5)
-    np.testing.assert_allclose(depth[same], rdepth[same], atol=3e-5)
+    np.testing.assert_allclose(z_ndc[same], rz_ndc[same], atol=3e-5)
     background = ids < 0
-    assert (bary[background] == 0).all() and (depth[background] == 1).all()
+    assert (bary[background] == 0).all() and (z_ndc[background] == 1).all()
     covered = ~background
     np.testing.assert_allclose(bary[covered].sum(-1), 1.0, atol=1e-5)
-    assert (bary[covered] > -1e-5).all() and (depth[covered] >= -1).all()
-    return ids, bary, depth
+    assert (bary[covered] > -1e-5).all() and (z_ndc[covered] >= -1).all()
+    return ids, bary, z_ndc
 
 
 @pytest.mark.parametrize("batch,height,width", [(1, 48, 64), (3, 33, 17)])
@@ -87,12 +87,12 @@ def test_matches_reference_random_mesh(batch, height, width):
 def test_batch_16_matches_reference_and_single_images():
     rng = np.random.default_rng(16)
     clip, tris = random_mesh(rng, 16, 40, 60)
-    ids, bary, depth = assert_matches_reference(clip, tris, 24, 20)
+    ids, bary, z_ndc = assert_matches_reference(clip, tris, 24, 20)
     for b in (0, 7, 15):
         single = run(rasterize, clip[b:b + 1], tris, 24, 20)
         np.testing.assert_array_equal(single[0][0], ids[b])
         np.testing.assert_array_equal(single[1][0], bary[b])
-        np.testing.assert_array_equal(single[2][0], depth[b])
+        np.testing.assert_array_equal(single[2][0], z_ndc[b])
     assert len({ids[b].tobytes() for b in range(16)}) == 16
 
 
@@ -129,16 +129,16 @@ def test_orientation_and_pixel_centres():
     assert ids[0, 0] == 0 and ids[-1, -1] == -1 and ids[0, -1] == -1 and ids[-1, 0] == -1
 
 
-def test_perspective_correct_barycentrics_and_depth():
+def test_perspective_correct_barycentrics_and_z_ndc():
     rng = np.random.default_rng(3)
     ndc = np.array([[-0.9, -0.8], [0.95, -0.9], [0.1, 0.9], [0.9, 0.85]])
     w = np.array([0.7, 2.5, 1.3, 4.0])
-    z_ndc = np.array([-0.5, 0.6, 0.1, 0.9])
-    clip = np.concatenate([ndc * w[:, None], (z_ndc * w)[:, None], w[:, None]], -1)[None]
+    vertex_z = np.array([-0.5, 0.6, 0.1, 0.9])
+    clip = np.concatenate([ndc * w[:, None], (vertex_z * w)[:, None], w[:, None]], -1)[None]
     clip = (clip + rng.normal(0, 1e-3, clip.shape)).astype(np.float32)
     tris = np.array([[0, 1, 2], [1, 3, 2]], np.int32)
     height, width = 31, 37
-    ids, bary, depth = run(rasterize, clip, tris, height, width)
+    ids, bary, z_ndc = run(rasterize, clip, tris, height, width)
     covered = ids[0] >= 0
     assert covered.mean() > 0.5
     corners = clip[0][tris[ids[0][covered]]].astype(np.float64)  # [N, 3, 4]
@@ -146,7 +146,7 @@ def test_perspective_correct_barycentrics_and_depth():
     rows, cols = np.nonzero(covered)
     np.testing.assert_allclose(point[:, 0] / point[:, 3], (2 * cols + 1) / width - 1, atol=1e-5)
     np.testing.assert_allclose(point[:, 1] / point[:, 3], 1 - (2 * rows + 1) / height, atol=1e-5)
-    np.testing.assert_allclose(depth[0][covered], point[:, 2] / point[:, 3], atol=1e-5)
+    np.testing.assert_allclose(z_ndc[0][covered], point[:, 2] / point[:, 3], atol=1e-5)
     # Not affine in screen space: the perspective weights differ from NDC-linear ones.
     assert np.abs(bary[0][covered] - bary[0][covered].mean(0)).max() > 0.1
 
@@ -158,21 +158,21 @@ def test_nearest_fragment_wins_and_ties_go_to_lowest_id():
     clip = np.concatenate([layer(0.5), layer(-0.2), layer(-0.2)])[None].astype(np.float32)
     tris = np.array([[0, 1, 2], [1, 3, 2], [4, 5, 6], [5, 7, 6], [8, 9, 10], [9, 11, 10]],
                     np.int32)
-    ids, _, depth = run(rasterize, clip, tris, 8, 8)
+    ids, _, z_ndc = run(rasterize, clip, tris, 8, 8)
     assert set(np.unique(ids)) == {2, 3}  # the z = -0.2 layer, first copy
-    np.testing.assert_allclose(depth, -0.2, atol=1e-6)
+    np.testing.assert_allclose(z_ndc, -0.2, atol=1e-6)
     ids_rev, _, _ = run(rasterize, clip, tris[::-1].copy(), 8, 8)
     assert set(np.unique(ids_rev)) == {0, 1}  # reversed order: ids 0, 1 hold the copy
 
 
-def test_depth_clipping():
+def test_z_ndc_clipping():
     # One triangle entirely beyond the far plane, one crossing both planes.
     clip = np.array([[[-1, -1, 1.5, 1], [1, -1, 1.2, 1], [0, 1, 1.1, 1],
                       [-1, -1, -2.0, 1], [1, -1, -2.0, 1], [0, 1, 2.0, 1]]], np.float32)
     tris = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
-    ids, _, depth = assert_matches_reference(clip, tris, 40, 40)
+    ids, _, z_ndc = assert_matches_reference(clip, tris, 40, 40)
     assert not (ids == 0).any()
-    assert (ids == 1).any() and (depth >= -1).all() and (depth <= 1).all()
+    assert (ids == 1).any() and (z_ndc >= -1).all() and (z_ndc <= 1).all()
     rows = np.nonzero((ids == 1).any(1)[0])[0]
     assert 0 < rows.min() and rows.max() < 39  # clipped at both ends, not at the image border
 
@@ -182,12 +182,12 @@ def test_degenerate_triangles_are_skipped():
                       [np.nan, 0, 0, 1]]], np.float32)
     # Repeated indices (0-2), a NaN vertex (4); triangles 3 and 5 are valid.
     tris = np.array([[0, 0, 1], [2, 2, 2], [0, 1, 1], [0, 3, 2], [0, 4, 1], [0, 1, 2]], np.int32)
-    ids, bary, depth = run(rasterize, clip, tris, 16, 16)
+    ids, bary, z_ndc = run(rasterize, clip, tris, 16, 16)
     assert set(np.unique(ids)) == {-1, 3, 5}
-    assert np.isfinite(bary).all() and np.isfinite(depth).all()
+    assert np.isfinite(bary).all() and np.isfinite(z_ndc).all()
     collinear = np.array([[[-1, -1, 0, 1], [0, 0, 0, 1], [1, 1, 0, 1]]], np.float32)
-    ids, bary, depth = run(rasterize, collinear, np.array([[0, 1, 2]], np.int32), 16, 16)
-    assert (ids == -1).all() and (bary == 0).all() and (depth == 1).all()
+    ids, bary, z_ndc = run(rasterize, collinear, np.array([[0, 1, 2]], np.int32), 16, 16)
+    assert (ids == -1).all() and (bary == 0).all() and (z_ndc == 1).all()
 
 
 def _crack_prone_edges(rng, size, wanted=4):
@@ -246,8 +246,8 @@ def test_triangles_behind_camera_are_skipped(bad_w):
     assert set(np.unique(ids)) == {-1, 1}
     all_behind = clip.copy()
     all_behind[0, :, 3] = -1.0
-    ids, bary, depth = run(rasterize, all_behind, tris, 16, 16)
-    assert (ids == -1).all() and (bary == 0).all() and (depth == 1).all()
+    ids, bary, z_ndc = run(rasterize, all_behind, tris, 16, 16)
+    assert (ids == -1).all() and (bary == 0).all() and (z_ndc == 1).all()
 
 
 def test_empty_images():
@@ -256,9 +256,9 @@ def test_empty_images():
     clip[..., 0] = 1.5 * clip[..., 3]  # everything right of the view
     for c, t in ((clip, tris), (clip, np.zeros((0, 3), np.int32)),
                  (np.zeros((0, 20, 4), np.float32), tris)):
-        ids, bary, depth = run(rasterize, c, t, 9, 11)
+        ids, bary, z_ndc = run(rasterize, c, t, 9, 11)
         assert ids.shape == (c.shape[0], 9, 11) and bary.shape == (c.shape[0], 9, 11, 3)
-        assert (ids == -1).all() and (bary == 0).all() and (depth == 1).all()
+        assert (ids == -1).all() and (bary == 0).all() and (z_ndc == 1).all()
         for num_vertices in (c.shape[1], 0):
             attrs = np.full((c.shape[0], num_vertices, 2), np.inf, np.float32)
             image = interpolate(attrs, t[:0] if num_vertices == 0 else t, ids, bary)
@@ -275,8 +275,8 @@ def test_band_split_matches_whole_images():
         c = tf.constant(c)
         with tf.GradientTape() as tape:
             tape.watch(c)
-            ids, bary, depth = rasterize(c, tris, 50, 30)
-            loss = tf.reduce_sum(bary * w) + tf.reduce_sum(depth)
+            ids, bary, z_ndc = rasterize(c, tris, 50, 30)
+            loss = tf.reduce_sum(bary * w) + tf.reduce_sum(z_ndc)
         return ids.numpy(), bary.numpy(), tape.gradient(loss, c).numpy()
 
     ids, bary, grad = forward_and_grad(clip, weights)
@@ -297,23 +297,23 @@ def _fd_setup():
     assert stable.mean() > 0.4
     attrs = rng.normal(size=(2, clip.shape[1], 3))
     w_img = rng.normal(size=(2, height, width, 3)) * stable[..., None]
-    w_depth = rng.normal(size=(2, height, width)) * stable
-    return clip, tris, height, width, attrs, w_img, w_depth, ids, stable
+    w_z_ndc = rng.normal(size=(2, height, width)) * stable
+    return clip, tris, height, width, attrs, w_img, w_z_ndc, ids, stable
 
 
-def _loss(raster_fn, clip, tris, height, width, attrs, w_img, w_depth):
-    ids, bary, depth = raster_fn(clip, tris, height, width)
+def _loss(raster_fn, clip, tris, height, width, attrs, w_img, w_z_ndc):
+    ids, bary, z_ndc = raster_fn(clip, tris, height, width)
     image = interpolate(tf.constant(attrs), tris, ids, tf.cast(bary, tf.float64))
     return (tf.reduce_sum(image * w_img)
-            + tf.reduce_sum(tf.cast(depth, tf.float64) * w_depth)), ids
+            + tf.reduce_sum(tf.cast(z_ndc, tf.float64) * w_z_ndc)), ids
 
 
 def test_gradient_matches_finite_differences():
-    clip, tris, height, width, attrs, w_img, w_depth, ids0, stable = _fd_setup()
+    clip, tris, height, width, attrs, w_img, w_z_ndc, ids0, stable = _fd_setup()
     clip32 = tf.constant(clip.astype(np.float32))
     with tf.GradientTape() as tape:
         tape.watch(clip32)
-        loss, _ = _loss(rasterize, clip32, tris, height, width, attrs, w_img, w_depth)
+        loss, _ = _loss(rasterize, clip32, tris, height, width, attrs, w_img, w_z_ndc)
     grad = tape.gradient(loss, clip32).numpy()
     rng = np.random.default_rng(0)
     h = 2e-3
@@ -326,7 +326,7 @@ def test_gradient_matches_finite_differences():
             moved = clip.copy()
             moved[b, v, c] += sign * h
             value, ids = _loss(rasterize, tf.constant(moved.astype(np.float32)), tris, height,
-                               width, attrs, w_img, w_depth)
+                               width, attrs, w_img, w_z_ndc)
             np.testing.assert_array_equal(ids.numpy()[stable], ids0[stable])
             values.append(float(value))
         fd.append((values[0] - values[1]) / (2 * h))
@@ -344,14 +344,14 @@ def test_gradient_matches_reference_autodiff():
     rids, _, _ = run(rasterize_reference, clip, tris, height, width)
     same = ids == rids  # gradients agree where the visible triangle agrees
     w_bary = rng.normal(size=(3, height, width, 3)) * same[..., None]
-    w_depth = rng.normal(size=(3, height, width)) * same
+    w_z_ndc = rng.normal(size=(3, height, width)) * same
 
     def grad_of(raster_fn, c):
         with tf.GradientTape() as tape:
             tape.watch(c)
-            _, bary, depth = raster_fn(c, tris, height, width)
+            _, bary, z_ndc = raster_fn(c, tris, height, width)
             loss = (tf.reduce_sum(tf.cast(bary, tf.float64) * w_bary)
-                    + tf.reduce_sum(tf.cast(depth, tf.float64) * w_depth))
+                    + tf.reduce_sum(tf.cast(z_ndc, tf.float64) * w_z_ndc))
         return tape.gradient(loss, c).numpy()
 
     g_op = grad_of(rasterize, tf.constant(clip))
@@ -392,12 +392,12 @@ def test_unknown_batch_in_tf_function():
 
     @tf.function(input_signature=[spec])
     def fn(clip):
-        ids, bary, depth = rasterize(clip, tf.constant([[0, 1, 2]]), 6, 5)
+        ids, bary, z_ndc = rasterize(clip, tf.constant([[0, 1, 2]]), 6, 5)
         assert ids.shape.as_list() == [None, 6, 5] and bary.shape.as_list() == [None, 6, 5, 3]
-        return ids, depth
+        return ids, z_ndc
 
     clip = np.array([[[-1, -1, 0, 1], [1, -1, 0, 1], [0, 1, 0, 1]]] * 2, np.float32)
-    ids, depth = fn(clip)
+    ids, z_ndc = fn(clip)
     assert ids.shape == (2, 6, 5) and (ids.numpy() >= 0).any()
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch \\* height \\* width"):
         tf.function(lambda c: rasterize(c, tf.constant([[0, 1, 2]]), 8192, 8192),

@@ -27,7 +27,8 @@ flags.DEFINE_integer("batch_size", 8, "Examples rendered together.")
 flags.DEFINE_integer("image_size", 224, "Image size in pixels.")
 flags.DEFINE_integer("uv_size", 128, "Size of the truth UV maps (displacement, albedo).")
 flags.DEFINE_integer("supersample", 2, "Render at this factor × image_size, then downsample.")
-flags.DEFINE_string("face_model", None, "Face-model .npz (default: ICT-FaceKit from the assets).")
+flags.DEFINE_string("face_model", None, "recon_tf face-model .npz (default: ICT-FaceKit, "
+                    "bfm.load_default_face_model()).")
 flags.DEFINE_string("assets_dir", None,
                     "Assets root (default: $RECON_TF_ASSETS or ../shared/assets).")
 
@@ -70,6 +71,7 @@ def write_set(output: str, num: int, seed: int, shard_size: int, batch_size: int
 
 def main(argv: list[str]) -> None:
     del argv
+    from bfm import load_default_face_model
     from recon_tf import assets
     from recon_tf.data.synthetic import EXTRA_NAMES, SyntheticConfig, SyntheticRenderer
     from recon_tf.face_model import load_face_model
@@ -78,7 +80,8 @@ def main(argv: list[str]) -> None:
         assets.set_assets_dir(FLAGS.assets_dir)
     config = SyntheticConfig(image_size=FLAGS.image_size, uv_size=FLAGS.uv_size,
                              supersample=FLAGS.supersample)
-    face_model = load_face_model(FLAGS.face_model)
+    face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
+                  else load_default_face_model())
     manifest_path = os.path.join(FLAGS.output, "manifest.json")
     manifest = {"num": FLAGS.num, "seed": FLAGS.seed, "shard_size": FLAGS.shard_size,
                 "face_model": face_model.name, "layout": dataclasses.asdict(face_model.layout),

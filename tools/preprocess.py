@@ -11,9 +11,12 @@ For each input: robust decode → MTCNN → 68 landmarks (PFLD by default) →
 * ``<output>/shard-…-of-000NN.json``: that shard's per-input statuses, written
   after the shard (both atomically: temporary file + rename), so a shard is
   finished iff its ``.json`` exists;
-* ``<output>/manifest.json``: the settings and input list hash; a re-run with
-  the same settings skips finished shards (resume), different settings
-  refuse to mix with old shards unless ``--overwrite``;
+* ``<output>/manifest.json``: the settings, input list hash, and the face
+  model (name + geometry hash) and camera (kind, image size, focal) the crops
+  were aligned to (``recon_tf.data.tfrecord.alignment_record``; training
+  checks it with ``check_alignment``); a re-run with the same settings skips
+  finished shards (resume), different settings refuse to mix with old shards
+  unless ``--overwrite``;
 * ``<output>/report.json``: every input with its status: ``kept`` (with a
   note when several faces were found and the largest was kept) or
   ``skipped`` with a reason (``no_face``, ``corrupt``, ``not_an_image``,
@@ -36,6 +39,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import numpy as np
 from absl import app, flags, logging
 
 if __name__ == "__main__":
@@ -55,6 +59,10 @@ flags.DEFINE_integer("image_size", 224, "Side of the aligned crop in pixels.")
 flags.DEFINE_enum("image_format", "png", ["png", "jpeg"], "Encoding of the stored crops.")
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality when --image_format=jpeg.")
 flags.DEFINE_bool("rotate", False, "Also remove in-plane rotation (Deep3DFace does not).")
+flags.DEFINE_string("face_model", "", "recon_tf face-model file whose mean landmarks the "
+                    "crops are aligned to (default: ICT-FaceKit, bfm.default_face_model_path()).")
+flags.DEFINE_enum("camera", "perspective", ["perspective", "orthographic"],
+                  "Camera the crops are aligned to (Camera.deep3d(--image_size, --camera)).")
 flags.DEFINE_integer("detect_max_side", 1024, "Downscale images to this longer side for "
                      "detection only (0: never).")
 flags.DEFINE_integer("min_face_size", 20, "MTCNN minimum face size (detection pixels).")
@@ -90,9 +98,20 @@ class Config:
     overwrite: bool = False
     log_every_s: float = 10.0
     assets_dir: str = ""
+    face_model: str = ""
+    camera: str = "perspective"
 
-    def preprocessor_kwargs(self) -> dict:
+    def face_model_path(self) -> str:
+        """The face-model file: ``face_model`` or the converted default."""
+        if self.face_model:
+            return self.face_model
+        from bfm import default_face_model_path
+
+        return default_face_model_path()
+
+    def preprocessor_kwargs(self, template_3d: list) -> dict:
         return {"landmarker": self.landmarker, "image_size": self.image_size,
+                "template_3d": template_3d, "camera_kind": self.camera,
                 "rotate": self.rotate, "image_format": self.image_format,
                 "jpeg_quality": self.jpeg_quality, "detect_max_side": self.detect_max_side,
                 "min_face_size": self.min_face_size, "min_confidence": self.min_confidence,
@@ -101,8 +120,7 @@ class Config:
 
 def gather_tasks(config: Config) -> list[dict]:
     """The ordered task list: one dict per input (see ``recon_tf.preprocess.run_task``)."""
-    from recon_tf.data.readers import read_dataset, read_folder
-    from recon_tf.preprocess.image_io import IMAGE_EXTENSIONS
+    from recon_tf.data.readers import IMAGE_EXTENSIONS, read_dataset, read_folder
 
     if config.dataset == "folder":
         records = list(read_folder(config.input, images_only=False))
@@ -130,7 +148,21 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _manifest(config: Config, tasks: list[dict]) -> dict:
+def alignment_target(config: Config) -> tuple[list, dict]:
+    """(template [68, 3] as a list, alignment record) of the configured face model
+    and camera (see ``recon_tf.data.tfrecord.alignment_record``)."""
+    from recon_tf.data.tfrecord import alignment_record
+    from recon_tf.face_model import geometry_hash, load_face_model_arrays
+    from recon_tf.preprocess.align import alignment_camera
+
+    arrays = load_face_model_arrays(config.face_model_path())
+    template = arrays["mean_shape"][arrays["lmk68"]].astype(float).tolist()
+    record = alignment_record(arrays.get("name", "face_model"), geometry_hash(arrays),
+                              alignment_camera(config.image_size, config.camera))
+    return template, record
+
+
+def _manifest(config: Config, tasks: list[dict], alignment: dict) -> dict:
     digest = hashlib.sha1("\n".join(t["path"] for t in tasks).encode("utf-8")).hexdigest()
     keys = ("dataset", "split", "landmarker", "shard_size", "image_size", "image_format",
             "jpeg_quality", "rotate", "detect_max_side", "min_face_size", "min_confidence",
@@ -138,6 +170,7 @@ def _manifest(config: Config, tasks: list[dict]) -> dict:
     out = {k: getattr(config, k) for k in keys}
     out.update({"input": os.path.abspath(config.input), "num_inputs": len(tasks),
                 "inputs_sha1": digest})
+    out.update(alignment)
     return out
 
 
@@ -159,14 +192,15 @@ def _prepare_output(config: Config, manifest: dict) -> None:
     _write_json(path, manifest)
 
 
-def _results(config: Config, tasks: list[dict], preprocessor) -> Iterator:
+def _results(config: Config, tasks: list[dict], preprocessor, template_3d: list) -> Iterator:
     """Results in task order, from this process or a pool of spawned workers."""
     from recon_tf import preprocess
 
     workers = config.num_workers or os.cpu_count() or 1
+    kwargs = config.preprocessor_kwargs(template_3d)
     if preprocessor is not None or workers == 1:
         if preprocessor is None:
-            preprocessor = preprocess.FacePreprocessor(**config.preprocessor_kwargs())
+            preprocessor = preprocess.FacePreprocessor(**kwargs)
         for task in tasks:
             yield preprocess.run_task(preprocessor, task)
         return
@@ -176,7 +210,7 @@ def _results(config: Config, tasks: list[dict], preprocessor) -> Iterator:
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=preprocess.init_worker,
-                             initargs=(config.preprocessor_kwargs(), config.assets_dir,
+                             initargs=(kwargs, config.assets_dir,
                                        threads)) as pool:
         window: collections.deque = collections.deque()
         todo = iter(tasks)
@@ -232,7 +266,14 @@ def run_preprocessing(config: Config, preprocessor=None) -> dict:
     tasks = gather_tasks(config)
     if not tasks:
         raise ValueError(f"no inputs found in {config.input} (--dataset={config.dataset})")
-    _prepare_output(config, _manifest(config, tasks))
+    template, alignment = alignment_target(config)
+    if preprocessor is not None and (
+            preprocessor.camera_kind != config.camera
+            or preprocessor.image_size != config.image_size
+            or not np.allclose(preprocessor.template_3d, template, atol=1e-6)):
+        raise ValueError("the given preprocessor aligns to another face model, camera or "
+                         "image size than the config says")
+    _prepare_output(config, _manifest(config, tasks, alignment))
     count = math.ceil(len(tasks) / config.shard_size)
     pending = [k for k in range(count) if not os.path.exists(
         os.path.join(config.output, shard_name(k, count) + ".json"))]
@@ -242,7 +283,7 @@ def run_preprocessing(config: Config, preprocessor=None) -> dict:
             for t in tasks[k * config.shard_size:(k + 1) * config.shard_size]]
     start = time.time()
     progress = _Progress(len(todo), config.log_every_s)
-    results = _results(config, [t for _, t in todo], preprocessor)
+    results = _results(config, [t for _, t in todo], preprocessor, template)
     for k in pending:
         size = len(tasks[k * config.shard_size:(k + 1) * config.shard_size])
         shard = [next(results) for _ in range(size)]
@@ -252,10 +293,11 @@ def run_preprocessing(config: Config, preprocessor=None) -> dict:
         write_tfrecord(base + ".tfrecord", [r.example for r in shard if r.example is not None])
         _write_json(base + ".json", {"inputs": [r.to_json() for r in shard]})
     elapsed = time.time() - start
-    return _write_report(config, count, len(todo), elapsed)
+    return _write_report(config, count, len(todo), elapsed, alignment)
 
 
-def _write_report(config: Config, count: int, processed: int, elapsed: float) -> dict:
+def _write_report(config: Config, count: int, processed: int, elapsed: float,
+                  alignment: dict) -> dict:
     entries = []
     for k in range(count):
         with open(os.path.join(config.output, shard_name(k, count) + ".json"),
@@ -274,7 +316,7 @@ def _write_report(config: Config, count: int, processed: int, elapsed: float) ->
         "images_per_second_this_run": round(processed / elapsed, 3) if elapsed > 0 else None,
     }
     _write_json(os.path.join(config.output, "report.json"),
-                {"summary": summary, "inputs": entries})
+                {"summary": summary, **alignment, "inputs": entries})
     logging.info("done: %s", json.dumps(summary))
     return summary
 

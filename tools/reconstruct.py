@@ -49,6 +49,8 @@ flags.DEFINE_integer("batch_size", 4, "Faces fitted together.")
 flags.DEFINE_integer("uv_size", 512, "Side of albedo_coarse.png in texels.")
 flags.DEFINE_integer("pose_steps", 40, "Fit stage 1: steps on the pose alone.")
 flags.DEFINE_integer("landmark_steps", 120, "Fit stage 1: steps on pose, identity, expression.")
+flags.DEFINE_bool("landmark_identity", True,
+                  "Fit stage 1: also fit the identity to the landmarks.")
 flags.DEFINE_list("photo_scales", ["112", "224"], "Fit stage 3: render sizes, coarse to fine.")
 flags.DEFINE_list("photo_steps", ["60", "30"], "Fit stage 3: Adam steps per scale.")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs already exist.")
@@ -115,15 +117,17 @@ def build_reconstructor():
         identity = make_identity_net(FLAGS.identity_net)
     else:
         overrides["id_weight"] = 0.0
-    weights = weights_from_flags(face_model, **overrides)
+    weights = weights_from_flags(face_model, fitting=True, **overrides)
     schedule = FitSchedule(pose_steps=FLAGS.pose_steps, landmark_steps=FLAGS.landmark_steps,
+                           landmark_identity=FLAGS.landmark_identity,
                            photo_scales=tuple(int(s) for s in FLAGS.photo_scales),
                            photo_steps=tuple(int(s) for s in FLAGS.photo_steps))
     fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
                     image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
                     landmark_convention=FLAGS.landmark_convention)
     preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker, image_size=FLAGS.image_size,
-                                    template_3d=face_model.mean_landmarks_3d())
+                                    template_3d=face_model.mean_landmarks_3d(),
+                                    camera_kind=FLAGS.camera)
     return PhotoReconstructor(face_model, fitter, preprocessor, facemesh, FLAGS.uv_size)
 
 

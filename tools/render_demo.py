@@ -85,6 +85,7 @@ def main(argv: list[str]) -> None:
     import cv2
     import tensorflow as tf
 
+    from bfm import load_default_face_model
     from recon_tf import assets
     from recon_tf.camera import Camera
     from recon_tf.export import save_png, write_obj, write_ply
@@ -95,7 +96,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.assets_dir:
         assets.set_assets_dir(FLAGS.assets_dir)
     start = time.time()
-    face_model = load_face_model(FLAGS.face_model)
+    face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
+                  else load_default_face_model())
     logging.info("face model %s: %d vertices, layout %s", face_model.name,
                  face_model.num_vertices, face_model.layout)
     coeffs = tf.constant(build_coeffs(face_model))

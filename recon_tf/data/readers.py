@@ -24,6 +24,10 @@ order.
   (empty when those folders are absent, e.g. for the test split).
 
 Landmarks are float32 [68, 2] (x, y) image pixels, x right, y down.
+
+This module is the data layer's bottom: it imports nothing from
+:mod:`recon_tf.preprocess` (preprocessing uses the data layer, not the
+reverse); ``IMAGE_EXTENSIONS`` and :func:`read_pts` live here.
 """
 
 from __future__ import annotations
@@ -38,9 +42,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from recon_tf.preprocess.image_io import IMAGE_EXTENSIONS
-from recon_tf.preprocess.landmarks import read_pts
-
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff",
+                    ".webp", ".gif")
 SOURCES = {
     "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Align&Cropped images + "
               "Eval/list_eval_partition.txt)",
@@ -91,12 +94,33 @@ def _first_existing(root: str, candidates: list[str], dataset: str, what: str) -
     raise _missing(dataset, what, paths)
 
 
+def read_pts(path: str, one_based: bool = True) -> np.ndarray:
+    """Read an iBUG/menpo ``.pts`` file → float32 [N, 2] (x, y), pixel-centre coordinates.
+
+    ``.pts`` coordinates are 1-based by the common convention (menpo's);
+    ``one_based`` subtracts 1.
+
+    Raises:
+      ValueError: no ``{ ... }`` block, or an odd number of coordinates.
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if "{" not in text or "}" not in text:
+        raise ValueError(f"{path}: not a .pts file (no '{{ ... }}' block)")
+    body = text[text.index("{") + 1:text.rindex("}")]
+    values = np.array(body.split(), np.float64)
+    if values.size % 2:
+        raise ValueError(f"{path}: odd number of coordinates")
+    points = values.reshape(-1, 2) - (1.0 if one_based else 0.0)
+    return points.astype(np.float32)
+
+
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_folder(root: str, recursive: bool = True, images_only: bool = True) -> Iterator[Record]:
-    """Files under ``root``: those with an image extension (``image_io.IMAGE_EXTENSIONS``),
+    """Files under ``root``: those with an image extension (``IMAGE_EXTENSIONS``),
     or every file when ``images_only`` is False (so a caller can report the others)."""
     for path in list_files(root, recursive, images_only=images_only):
         yield Record(path)

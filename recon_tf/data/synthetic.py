@@ -150,16 +150,19 @@ def sample_coeffs(rng: np.random.Generator, face_model: FaceModel, config: Synth
                   ) -> np.ndarray:
     """One random coefficient vector, float32 [layout.total].
 
-    Expressions: ICT-style blendshape models (name contains ``ict``) get up to
-    ``max_active_expressions`` weights in [0, expression_max], the rest 0;
-    PCA expression models get β ~ N(0, 0.5²).
+    Expressions: models with bounded weights (``FaceModel.exp_bounds``, e.g.
+    ICT's blendshapes in [0, 1]) get up to ``max_active_expressions`` weights
+    in [low, low + expression_max · (high − low)], the rest at ``low``; PCA
+    expression models (no bounds) get β ~ N(0, 0.5²).
     """
     lay = face_model.layout
-    if "ict" in face_model.name:
-        beta = np.zeros(lay.exp_dim)
+    if face_model.exp_bounds is not None:
+        low, high = face_model.exp_bounds.numpy().astype(np.float64).T
+        beta = low.copy()
         active = rng.choice(lay.exp_dim, size=rng.integers(0, config.max_active_expressions + 1),
                             replace=False)
-        beta[active] = rng.uniform(0, config.expression_max, size=len(active))
+        beta[active] = rng.uniform(low[active], low[active] + config.expression_max
+                                   * (high[active] - low[active]))
     else:
         beta = rng.normal(scale=0.5, size=lay.exp_dim)
     light = np.zeros((3, 9))

@@ -24,10 +24,16 @@ feature                type            content
 =====================  ==============  ==============================================
 
 :func:`parse_example` turns one serialized example into a dict of tensors:
-``image`` float32 [H, W, 3] in [0, 1], ``landmarks`` float32 [68, 2],
+``image`` float32 [H, W, 3] in [0, 1] (the stored sRGB-encoded values / 255, no
+linearisation: the space albedo and renders live in), ``landmarks`` float32 [68, 2],
 ``mask`` float32 [H, W, 1] in {0, 1}, ``transform`` float32 [2, 3],
 ``source_path`` and ``subject`` (string scalars), plus one float32 tensor per
 requested extra name.
+
+Alignment record: :func:`alignment_record` describes the face model and
+camera that crops were aligned to (``tools/preprocess.py`` writes it into
+``manifest.json``); :func:`check_alignment` refuses shards aligned for
+another model or camera.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 import tensorflow as tf
+
+from recon_tf.camera import Camera
 
 IMAGE = "image/encoded"
 IMAGE_FORMAT = "image/format"
@@ -216,3 +224,73 @@ def write_tfrecord(path: str, serialized_examples: Sequence[bytes]) -> None:
         for record in serialized_examples:
             writer.write(record)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def camera_record(camera: Camera) -> dict:
+    """The JSON-friendly description of an alignment camera: ``kind``,
+    ``image_size`` [H, W], ``focal`` and ``ortho_scale`` (pixels),
+    ``distance`` (model units)."""
+    return {"kind": camera.kind, "image_size": [int(v) for v in camera.image_size],
+            "focal": float(camera.focal), "ortho_scale": float(camera.ortho_scale),
+            "distance": float(camera.distance)}
+
+
+def alignment_record(face_model_name: str, face_model_hash: str, camera: Camera) -> dict:
+    """What preprocessed crops were aligned to, as ``tools/preprocess.py`` records it
+    in ``manifest.json`` and ``report.json``: ``{"face_model": {"name", "hash"},
+    "camera": camera_record(camera)}`` (``hash``: ``FaceModel.geometry_hash``)."""
+    return {"face_model": {"name": str(face_model_name), "hash": str(face_model_hash)},
+            "camera": camera_record(camera)}
+
+
+def _same(got, want) -> bool:
+    """JSON value ``got`` equals ``want`` (floats to a relative 1e-6)."""
+    if got is None:
+        return False
+    if isinstance(want, float):
+        return bool(np.isclose(float(got), want, rtol=1e-6))
+    if isinstance(want, list):
+        return list(got) == want
+    return got == want
+
+
+def check_alignment(manifest: Mapping, face_model_name: str, face_model_hash: str,
+                    camera: Camera) -> None:
+    """Check that preprocessed shards were aligned for this face model and camera.
+
+    Crops are aligned so that the model's mean landmarks, projected at zero
+    pose with the alignment camera, land on fixed points; training with
+    another model or camera would start from a systematically wrong pose.
+
+    Args:
+      manifest: the data set's ``manifest.json`` (a dict with the keys of
+        :func:`alignment_record`).
+      face_model_name: ``FaceModel.name``.
+      face_model_hash: ``FaceModel.geometry_hash``.
+      camera: the camera training renders with (its kind, image size, focal
+        or orthographic scale and distance must match).
+    Raises:
+      ValueError: naming what differs (or that the manifest predates the
+        record), and how to fix it.
+    """
+    fix = ("re-run tools/preprocess.py with --face_model/--camera/--image_size matching "
+           "training, or train with the face model and camera the data was aligned to")
+    if "face_model" not in manifest or "camera" not in manifest:
+        raise ValueError(f"the manifest does not record the face model and camera the crops "
+                         f"were aligned to (made by an older tools/preprocess.py); {fix}")
+    want = alignment_record(face_model_name, face_model_hash, camera)
+    problems = []
+    got_model = manifest["face_model"]
+    if (got_model.get("name"), got_model.get("hash")) != (want["face_model"]["name"],
+                                                          want["face_model"]["hash"]):
+        problems.append(f"face model {got_model.get('name')!r} (hash "
+                        f"{str(got_model.get('hash'))[:12]}), not {face_model_name!r} "
+                        f"(hash {face_model_hash[:12]})")
+    got_cam, want_cam = manifest["camera"], want["camera"]
+    scale_key = "focal" if want_cam["kind"] == "perspective" else "ortho_scale"
+    for key in ("kind", "image_size", scale_key, "distance"):
+        if not _same(got_cam.get(key), want_cam[key]):
+            problems.append(f"camera {key} {got_cam.get(key)!r}, not {want_cam[key]!r}")
+    if problems:
+        raise ValueError("these shards were aligned for another face model or camera: "
+                         + "; ".join(problems) + f"; {fix}")

@@ -18,10 +18,10 @@ import dataclasses
 import numpy as np
 
 from recon_tf.preprocess.align import (
+    DEFAULT_CAMERA_KIND,
     align_face,
     apply_transform,
     compose,
-    default_template_3d,
     invert,
 )
 from recon_tf.preprocess.detect import FaceBox, FaceDetector
@@ -119,9 +119,11 @@ class FacePreprocessor:
     Args:
       landmarker: ``"pfld"`` (default), ``"dlib"`` or ``"fan"``.
       image_size: side S of the aligned crop.
-      template_3d: float [68, 3] model landmarks for the standard 5 points
-        (default: the face model's mean, see :mod:`align`).
+      template_3d: float [68, 3] model landmarks for the standard 5 points:
+        the face model's ``mean_landmarks_3d()`` (required; see :mod:`align`).
       rotate: also remove in-plane rotation (default False, like Deep3DFace).
+      camera_kind: the alignment camera, ``"perspective"`` (default) or
+        ``"orthographic"`` (see :func:`align.alignment_camera`).
       image_format: ``"png"`` or ``"jpeg"`` for the stored crop.
       jpeg_quality: JPEG quality.
       min_side, max_side, max_pixels: decode limits (see :mod:`image_io`).
@@ -134,11 +136,15 @@ class FacePreprocessor:
                  image_format: str = "png", jpeg_quality: int = 95,
                  min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, detect_max_side: int = 1024,
-                 min_face_size: int = 20, min_confidence: float = 0.9, num_threads: int = 0):
+                 min_face_size: int = 20, min_confidence: float = 0.9, num_threads: int = 0,
+                 camera_kind: str = DEFAULT_CAMERA_KIND):
+        if template_3d is None:
+            raise ValueError("FacePreprocessor needs template_3d, the face model's "
+                             "mean_landmarks_3d() (e.g. of bfm.load_default_face_model())")
         self.image_size = image_size
-        self.template_3d = (default_template_3d() if template_3d is None
-                            else np.asarray(template_3d, np.float32))
+        self.template_3d = np.asarray(template_3d, np.float32)
         self.rotate = rotate
+        self.camera_kind = camera_kind
         self.image_format = image_format
         self.jpeg_quality = jpeg_quality
         self.decode_limits = {"min_side": min_side, "max_side": max_side,
@@ -189,7 +195,8 @@ class FacePreprocessor:
         if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2 or np.ptp(points[:, 1]) < 2:
             return _skip(path, "landmarks_failed", "degenerate landmarks", **info)
         try:
-            aligned = align_face(pixels, points, self.image_size, self.template_3d, self.rotate)
+            aligned = align_face(pixels, points, self.image_size, self.template_3d, self.rotate,
+                                 self.camera_kind)
         except ValueError as err:
             return _skip(path, "alignment_failed", str(err), **info)
         mask = compute_skin_mask(aligned.image, aligned.landmarks, aligned.valid)

@@ -9,17 +9,17 @@ eye on the image's left (points 36-41), the centre of the other eye (42-47),
 the nose tip (30) and the mouth corners (48, 54).
 
 The *standard* five points are the face model's mean 68 landmarks (decimetres;
-x right, y up, z towards the camera) projected with the default perspective
-camera used by the renderer: camera at z = 10, focal 1015 px and principal
-point (112, 112) for a 224² image (both scaled by ``image_size / 224``
-otherwise):
-
-    u = c + f·x / (10 − z),    v = c − f·y / (10 − z).
-
-Those projections are continuous coordinates (pixel 0 spans [0, 1), see
-:mod:`recon_tf.camera`); the standard points subtract ``PIXEL_CENTER`` = 0.5
-to be in this module's pixel-centre convention. So the mean face rendered
-with zero pose lands exactly on the aligned face.
+x right, y up, z towards the camera) projected at zero pose with the
+renderer's camera, ``recon_tf.camera.Camera.deep3d(image_size, kind)``
+(perspective by default: camera at z = 10, focal 1015 px and principal point
+at the image centre for 224², scaled with ``image_size``; or the scaled
+orthographic camera). Projections are continuous coordinates (pixel 0 spans
+[0, 1)); the standard points subtract ``PIXEL_CENTER`` = 0.5 to be in this
+module's pixel-centre convention. So the mean face rendered with zero pose
+and the same camera lands exactly on the aligned face. The template is the
+face model's (``FaceModel.mean_landmarks_3d()``): the library has no default
+model, callers pass it (``tools/preprocess.py`` records which model and
+camera in its manifest).
 
 Choice: like Deep3DFace, the default transform is **scale + translation only,
 no in-plane rotation** (least squares over the 5 points). Head roll then stays
@@ -31,17 +31,14 @@ rotation. ``rotate=True`` estimates a full similarity (Umeyama) instead.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import cv2
 import numpy as np
 
-from recon_tf.camera import PIXEL_CENTER
+from recon_tf.camera import PIXEL_CENTER, Camera
 
 DEFAULT_IMAGE_SIZE = 224
-DEFAULT_FOCAL = 1015.0
-DEFAULT_CAMERA_Z = 10.0
-REFERENCE_SIZE = 224.0
+DEFAULT_CAMERA_KIND = "perspective"
 
 LEFT_EYE = tuple(range(36, 42))
 RIGHT_EYE = tuple(range(42, 48))
@@ -75,43 +72,46 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
                      lm[MOUTH_LEFT], lm[MOUTH_RIGHT]]).astype(np.float32)
 
 
+def alignment_camera(image_size: int = DEFAULT_IMAGE_SIZE,
+                     camera_kind: str = DEFAULT_CAMERA_KIND) -> Camera:
+    """The camera crops are aligned to: ``Camera.deep3d(image_size, camera_kind)``."""
+    return Camera.deep3d(image_size, camera_kind)
+
+
 def project_template(template_3d: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE,
-                     focal: float = DEFAULT_FOCAL,
-                     camera_z: float = DEFAULT_CAMERA_Z) -> np.ndarray:
-    """Project 3D landmarks [N, 3] (dm; x right, y up, z to camera) → float32 [N, 2].
+                     camera_kind: str = DEFAULT_CAMERA_KIND) -> np.ndarray:
+    """Project model landmarks at zero pose with :func:`alignment_camera`.
 
-    The result is in the camera's continuous coordinates (pixel centres at
-    +0.5), like :class:`recon_tf.camera` projections.
+    Args:
+      template_3d: float [N, 3] points (dm; x right, y up, z to the camera).
+      image_size: crop side in pixels.
+      camera_kind: ``"perspective"`` or ``"orthographic"``.
+    Returns:
+      float32 [N, 2] in the camera's continuous coordinates (pixel centres at
+      +0.5), as :meth:`recon_tf.camera.Camera.project` gives.
+    Raises:
+      ValueError: a point at or behind the perspective camera.
     """
-    pts = np.asarray(template_3d, np.float64)
-    k = image_size / REFERENCE_SIZE
-    f, c = focal * k, 0.5 * image_size
-    depth = camera_z - pts[:, 2]
-    if np.any(depth <= 0):
-        raise ValueError("template points must lie in front of the camera (z < camera_z)")
-    return np.stack([c + f * pts[:, 0] / depth, c - f * pts[:, 1] / depth], 1).astype(np.float32)
+    import tensorflow as tf
+
+    camera = alignment_camera(image_size, camera_kind)
+    pts = np.asarray(template_3d, np.float32).reshape(-1, 3)
+    if camera.kind == "perspective" and np.any(pts[:, 2] >= camera.distance):
+        raise ValueError("template points must lie in front of the camera "
+                         f"(z < {camera.distance})")
+    return camera.project(tf.constant(pts[None])).numpy()[0].astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def default_template_3d() -> np.ndarray:
-    """The default face model's mean 68 landmarks, float32 [68, 3] (dm), cached."""
-    from recon_tf.face_model import load_face_model
-
-    return np.asarray(load_face_model().mean_landmarks_3d(), np.float32)
-
-
-def standard_points(template_3d: np.ndarray | None = None,
-                    image_size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+def standard_points(template_3d: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE,
+                    camera_kind: str = DEFAULT_CAMERA_KIND) -> np.ndarray:
     """The standard five points, float32 [5, 2], in pixels of an ``image_size``² crop.
 
     Args:
-      template_3d: float [68, 3] model landmarks; ``None`` loads the default
-        face model's ``mean_landmarks_3d()``.
+      template_3d: float [68, 3] model landmarks (``FaceModel.mean_landmarks_3d()``).
       image_size: crop side in pixels.
+      camera_kind: the alignment camera's kind (see :func:`alignment_camera`).
     """
-    if template_3d is None:
-        template_3d = default_template_3d()
-    return five_points(project_template(template_3d, image_size) - PIXEL_CENTER)
+    return five_points(project_template(template_3d, image_size, camera_kind) - PIXEL_CENTER)
 
 
 def estimate_transform(src: np.ndarray, dst: np.ndarray, rotate: bool = False) -> np.ndarray:
@@ -216,21 +216,22 @@ def valid_region(matrix: np.ndarray, source_size: tuple[int, int],
     return (inside.reshape(h, w) * 255).astype(np.uint8)
 
 
-def align_face(image: np.ndarray, landmarks68: np.ndarray,
-               image_size: int = DEFAULT_IMAGE_SIZE, template_3d: np.ndarray | None = None,
-               rotate: bool = False) -> AlignedFace:
+def align_face(image: np.ndarray, landmarks68: np.ndarray, image_size: int,
+               template_3d: np.ndarray, rotate: bool = False,
+               camera_kind: str = DEFAULT_CAMERA_KIND) -> AlignedFace:
     """Align and crop a face so its five points match the standard five points.
 
     Args:
       image: uint8 [H, W, 3] RGB.
       landmarks68: float [68, 2] in ``image`` pixels.
       image_size: output side S in pixels.
-      template_3d: float [68, 3] model landmarks (default: the face model's mean).
+      template_3d: float [68, 3] the face model's mean landmarks.
       rotate: also remove in-plane rotation (default False, see module docstring).
+      camera_kind: the alignment camera's kind (see :func:`alignment_camera`).
     Returns:
       An :class:`AlignedFace`; its transform maps ``image`` pixels to crop pixels.
     """
-    dst = standard_points(template_3d, image_size)
+    dst = standard_points(template_3d, image_size, camera_kind)
     matrix = estimate_transform(five_points(landmarks68), dst, rotate=rotate)
     size = (image_size, image_size)
     crop = warp_affine(image, matrix, size)

@@ -85,7 +85,7 @@ class FaceDetector:
             if conf < self.min_confidence or x2 <= x1 or y2 <= y1:
                 continue
             box = np.array([x1, y1, x2 - x1, y2 - y1], np.float32) / scale
-            keypoints = (row[6:16].reshape(5, 2) / scale).astype(np.float32)
+            keypoints = (row[6:16].reshape(2, 5).T / scale).astype(np.float32)
             faces.append(FaceBox(box, float(conf), keypoints))
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces

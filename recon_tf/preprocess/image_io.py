@@ -38,14 +38,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from recon_tf.data.readers import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # re-exported
+
 DEFAULT_MIN_SIDE = 32
 DEFAULT_MAX_SIDE = 8192
 DEFAULT_MAX_PIXELS = 1 << 28
 
 _EXIF_ORIENTATION_TAG = 0x0112
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff",
-                    ".webp", ".gif")
 
 
 class ImageDecodeError(ValueError):

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from recon_tf.data.readers import read_pts as read_pts  # re-exported: landmark files
 from recon_tf.preprocess.align import warp_affine
 
 PFLD_ASSET = "landmarks/landmarks_68_pfld.onnx"
@@ -178,24 +179,6 @@ def make_landmarker(name: str = "pfld", num_threads: int = 0) -> Landmarker:
     if name == "fan":
         return FANLandmarker()
     raise ValueError(f"unknown landmarker {name!r}; choose one of {LANDMARKERS}")
-
-
-def read_pts(path: str, one_based: bool = True) -> np.ndarray:
-    """Read an iBUG/menpo ``.pts`` file → float32 [N, 2] (x, y), pixel-centre coordinates.
-
-    ``.pts`` coordinates are 1-based by the common convention (menpo's);
-    ``one_based`` subtracts 1.
-    """
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    if "{" not in text or "}" not in text:
-        raise ValueError(f"{path}: not a .pts file (no '{{ ... }}' block)")
-    body = text[text.index("{") + 1:text.rindex("}")]
-    values = np.array(body.split(), np.float64)
-    if values.size % 2:
-        raise ValueError(f"{path}: odd number of coordinates")
-    points = values.reshape(-1, 2) - (1.0 if one_based else 0.0)
-    return points.astype(np.float32)
 
 
 def nme_outer_eyes(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -14,8 +14,8 @@ Conventions (shared with :mod:`recon_tf.render.reference`):
 * Triangles are double-sided (no back-face culling). A triangle is skipped
   entirely when any of its vertices has ``w <= 1e-6`` (at or behind the camera
   plane; there is no near-plane clipping) or when its screen-space area is
-  zero. Fragments are kept only where NDC depth ``z / w`` lies in ``[-1, 1]``;
-  the fragment with the smallest NDC depth wins, ties go to the lowest
+  zero. Fragments are kept only where ``z_ndc = z / w`` lies in ``[-1, 1]``;
+  the fragment with the smallest ``z_ndc`` wins, ties go to the lowest
   triangle id. A pixel centre exactly on a shared edge belongs to both
   triangles (inclusive test, no cracks).
 
@@ -140,7 +140,7 @@ def rasterize(clip_vertices: tf.Tensor, triangles: tf.Tensor, height: int,
       width: image width in pixels, Python int in ``[1, 8192]``.
 
     Returns:
-      ``(triangle_ids, barycentrics, depth)``:
+      ``(triangle_ids, barycentrics, z_ndc)``:
 
       * ``triangle_ids``: int32 ``[B, H, W]``, index of the visible triangle,
         -1 on background.
@@ -149,12 +149,14 @@ def rasterize(clip_vertices: tf.Tensor, triangles: tf.Tensor, height: int,
         of the pixel centre w.r.t. the visible triangle's vertices in
         ``triangles`` order; zeros on background. Differentiable w.r.t.
         ``clip_vertices``.
-      * ``depth``: float32 ``[B, H, W]``, NDC depth ``z / w`` in ``[-1, 1]`` of
-        the visible surface point, 1.0 on background. Differentiable w.r.t.
-        ``clip_vertices`` (with the visibility held fixed).
+      * ``z_ndc``: float32 ``[B, H, W]``, the normalised device coordinate
+        ``z / w`` in ``[-1, 1]`` of the visible surface point (not a distance:
+        ``Rendering.depth`` is the camera distance), 1.0 on background.
+        Differentiable w.r.t. ``clip_vertices`` (with the visibility held
+        fixed). The op registers this output under the older name ``depth``.
 
     The gradient is computed by the op's gradient kernel: for every covered
-    pixel, the derivative of its barycentrics and depth w.r.t. the 12 clip
+    pixel, the derivative of its barycentrics and z_ndc w.r.t. the 12 clip
     coordinates of its triangle's vertices, accumulated into ``[B, V, 4]``.
     Coverage changes (edges, occlusion boundaries) carry no gradient.
     ``triangle_ids`` has no gradient.
@@ -173,16 +175,16 @@ def rasterize(clip_vertices: tf.Tensor, triangles: tf.Tensor, height: int,
 @tf.RegisterGradient("ReconTfRasterize")
 def _rasterize_grad(op: tf.Operation, grad_ids: tf.Tensor | None,
                     grad_barycentrics: tf.Tensor | None,
-                    grad_depth: tf.Tensor | None) -> list[tf.Tensor | None]:
+                    grad_z_ndc: tf.Tensor | None) -> list[tf.Tensor | None]:
     """Gradient of ReconTfRasterize w.r.t. clip_vertices (none for triangles)."""
     del grad_ids
-    ids, barycentrics, depth = op.outputs
+    ids, barycentrics, z_ndc = op.outputs
     if grad_barycentrics is None:
         grad_barycentrics = tf.zeros_like(barycentrics)
-    if grad_depth is None:
-        grad_depth = tf.zeros_like(depth)
+    if grad_z_ndc is None:
+        grad_z_ndc = tf.zeros_like(z_ndc)
     grad_clip = _load_op_module().recon_tf_rasterize_grad(
-        op.inputs[0], op.inputs[1], ids, grad_barycentrics, grad_depth)
+        op.inputs[0], op.inputs[1], ids, grad_barycentrics, grad_z_ndc)
     return [grad_clip, None]
 
 

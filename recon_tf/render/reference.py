@@ -10,8 +10,8 @@ written for clarity rather than speed:
    areas: fine for test meshes and face meshes, not for many huge triangles.
 2. Coverage uses float64 edge functions of float32 screen positions;
    fragments outside ``-1 <= z/w <= 1`` are dropped; per pixel the smallest
-   depth wins (ties: lowest triangle id) via ``tf.math.unsorted_segment_min``.
-3. Barycentrics and depth of the winners are recomputed from the clip
+   ``z_ndc = z/w`` wins (ties: lowest triangle id) via ``tf.math.unsorted_segment_min``.
+3. Barycentrics and ``z_ndc`` of the winners are recomputed from the clip
    vertices with differentiable TF ops (in float64), so ``tf.GradientTape`` gives their
    derivatives w.r.t. ``clip_vertices`` (coverage itself is not differentiable).
 
@@ -40,8 +40,9 @@ def rasterize_reference(clip_vertices: tf.Tensor, triangles: tf.Tensor, height: 
 
     Returns:
       ``(triangle_ids int32 [B, H, W] (-1 background), barycentrics [B, H, W, 3]
-      (perspective-correct, zeros on background), depth [B, H, W] (NDC z/w,
-      1 on background))``; barycentrics and depth have ``clip_vertices``'s dtype.
+      (perspective-correct, zeros on background), z_ndc [B, H, W] (NDC z/w in
+      [-1, 1], 1 on background))``; barycentrics and z_ndc have
+      ``clip_vertices``'s dtype.
     """
     clip = tf.convert_to_tensor(clip_vertices, dtype_hint=tf.float32)
     tris = tf.convert_to_tensor(triangles, dtype=tf.int32)
@@ -130,7 +131,7 @@ def rasterize_reference(clip_vertices: tf.Tensor, triangles: tf.Tensor, height: 
     bary = u / u_sum
     w_sum = tf.reduce_sum(bary * corners[..., 3], -1)
     w_sum = tf.where(covered & (w_sum != 0.0), w_sum, tf.ones_like(w_sum))
-    depth = tf.reduce_sum(bary * corners[..., 2], -1) / w_sum
+    z_ndc = tf.reduce_sum(bary * corners[..., 2], -1) / w_sum
     bary = tf.where(covered[..., None], bary, tf.zeros_like(bary))
-    depth = tf.where(covered, depth, tf.ones_like(depth))
-    return ids, tf.cast(bary, dtype), tf.cast(depth, dtype)
+    z_ndc = tf.where(covered, z_ndc, tf.ones_like(z_ndc))
+    return ids, tf.cast(bary, dtype), tf.cast(z_ndc, dtype)

@@ -29,11 +29,13 @@ class Rendering(NamedTuple):
     """Everything a coarse render produces (B batch, H×W image, N vertices).
 
     Attributes:
-      image: I_R, float32 [B, H, W, 3], shaded colour, nominally [0, 1]
-        (unclipped); 0 on background.
+      image: I_R, float32 [B, H, W, 3], shaded colour in the photos' sRGB-encoded
+        [0, 1] space (unclipped); 0 on background.
       mask: float32 [B, H, W, 1], 1 where a face triangle covers the pixel.
-      depth: float32 [B, H, W, 1], distance in front of the camera (model
-        units); 0 on background.
+      depth: float32 [B, H, W, 1], camera distance: how far the surface lies
+        in front of the camera along its axis (``Camera.depth``, model units,
+        decimetres); 0 on background. (The rasterizer's third output is
+        ``z_ndc``, the normalised device z/w, not a distance.)
       landmarks: float32 [B, 68, 2], projected 68 landmarks in pixels
         (x right, y down).
       vertices: float32 [B, N, 3], camera-space vertices ``R S + t``.
