@@ -71,14 +71,16 @@ class DenseCorrespondence:
                        d["spread_mm"].astype(np.float32), str(d["face_model"]))
 
 
-def learn_correspondence(face_model: FaceModel, facemesh, num_faces: int = 96, seed: int = 7,
+def learn_correspondence(face_model: FaceModel, detect, num_faces: int = 96, seed: int = 7,
                          batch: int = 8, image_size: int = 256) -> DenseCorrespondence:
-    """Learn the FaceMesh → vertex correspondence from synthetic renders (see module doc).
+    """Learn a landmark detector's point → vertex correspondence from synthetic renders
+    (see the module docstring).
 
     Args:
       face_model: the 3DMM.
-      facemesh: an object with ``detect(image uint8 [H, W, 3], box (x, y, w, h))
-        -> (points [P, 3] in image pixels, centres at integers; score)``.
+      detect: ``detect(image uint8 [H, W, 3], box (x, y, w, h)) -> (points [P, ≥2]
+        in image pixels, centres at integers; score)``, e.g. ``FaceMesh.detect``;
+        None (or a score < 0.5) skips the render.
       num_faces: synthetic renders used.
       seed: synthetic-set seed (use one disjoint from any evaluation split).
       batch: renders per batch.
@@ -104,9 +106,10 @@ def learn_correspondence(face_model: FaceModel, facemesh, num_faces: int = 96, s
         for k, out in enumerate(rendered):
             lmk = out["landmarks"]
             lo, hi = lmk.min(0), lmk.max(0)
-            points, score = facemesh.detect(out["image"], np.r_[lo, hi - lo])
-            if score < 0.5:
+            found = detect(out["image"], np.r_[lo, hi - lo])
+            if found is None or found[1] < 0.5:
                 continue
+            points = np.asarray(found[0], np.float64)
             px = np.floor(points[:, :2] + PIXEL_CENTER).astype(int)
             inside = np.all((px >= 0) & (px < image_size), axis=1)
             px = np.clip(px, 0, image_size - 1)
@@ -116,7 +119,8 @@ def learn_correspondence(face_model: FaceModel, facemesh, num_faces: int = 96, s
             canon[(tid < 0) | ~inside] = np.nan
             samples.append(canon)
     if len(samples) < 8:
-        raise RuntimeError(f"FaceMesh found only {len(samples)} of {num_faces} synthetic faces")
+        raise RuntimeError(f"the detector found only {len(samples)} of {num_faces} "
+                           "synthetic faces")
     stack = np.stack(samples)  # [F, P, 3]
     median = np.nanmedian(stack, axis=0)
     spread = np.nanmedian(np.linalg.norm(stack - median[None], axis=-1), axis=0) * 100.0
@@ -132,21 +136,62 @@ def learn_correspondence(face_model: FaceModel, facemesh, num_faces: int = 96, s
 
 def load_correspondence(face_model: FaceModel, facemesh, cache: str | None = None
                         ) -> DenseCorrespondence:
-    """The cached correspondence for ``face_model``, learned on first use."""
+    """The cached FaceMesh correspondence for ``face_model``, learned on first use."""
+    return cached_correspondence(face_model, "facemesh", facemesh.detect, cache)
+
+
+def detector_landmark_ids(face_model: FaceModel, preprocessor, cache: str | None = None
+                          ) -> np.ndarray:
+    """The 68 landmark vertex ids in the 2D detector's own convention.
+
+    The face model's ``lmk68`` are where its authors put the iBUG points; a
+    detector (PFLD by default) has its own habits (e.g. where on the brow a
+    brow point sits). Points 17–67 are re-learned like the FaceMesh points:
+    MTCNN + the detector on synthetic renders, each point looked up on the
+    rendered surface, median, nearest vertex. The jaw (0–16) keeps the model's
+    vertices (its 2D convention is the pose-dependent contour of
+    :mod:`recon_tf.landmarks`). Points found too inconsistently (spread over
+    ``2 * SPREAD_SCALE_MM``) keep the model's vertex.
+
+    Args:
+      preprocessor: a :class:`recon_tf.preprocess.FacePreprocessor` (its
+        ``detector`` and ``landmarker``).
+    Returns:
+      int32 [68].
+    """
+    def detect(image: np.ndarray, box: np.ndarray):
+        del box
+        faces = preprocessor.detector.detect(image)
+        if not faces:
+            return None
+        return preprocessor.landmarker(image, faces[0].box), 1.0
+
+    name = f"detector_{getattr(preprocessor, 'landmarker_name', 'pfld')}"
+    corr = cached_correspondence(face_model, name, detect, cache)
+    ids = np.asarray(face_model.arrays["lmk68"], np.int32).copy()
+    keep = np.arange(68) >= 17
+    keep &= (corr.spread_mm >= 0) & (corr.spread_mm < 2 * SPREAD_SCALE_MM)
+    ids[keep] = corr.vertex_ids[keep]
+    return ids
+
+
+def cached_correspondence(face_model: FaceModel, name: str, detect, cache: str | None = None
+                          ) -> DenseCorrespondence:
+    """A detector's correspondence for ``face_model`` from the cache, learned on first use."""
     from absl import logging
 
     from recon_tf.assets import cache_dir
 
     path = os.path.join(cache or cache_dir(),
-                        f"facemesh_{face_model.name}_{geometry_hash(face_model.arrays)[:12]}"
+                        f"{name}_{face_model.name}_{geometry_hash(face_model.arrays)[:12]}"
                         f"_v{CORRESPONDENCE_VERSION}.npz")
     if os.path.exists(path):
         try:
             return DenseCorrespondence.load(path)
         except (ValueError, OSError, KeyError) as err:
             logging.warning("re-learning the FaceMesh correspondence: %s", err)
-    logging.info("learning the FaceMesh → %s correspondence from synthetic renders "
-                 "(once; cached in %s)", face_model.name, path)
-    corr = learn_correspondence(face_model, facemesh)
+    logging.info("learning the %s → %s correspondence from synthetic renders "
+                 "(once; cached in %s)", name, face_model.name, path)
+    corr = learn_correspondence(face_model, detect)
     corr.save(path)
     return corr

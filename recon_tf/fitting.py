@@ -157,12 +157,15 @@ class Fitter:
       image_size: side S of the aligned crops.
       camera_kind: ``"perspective"`` or ``"orthographic"``.
       landmark_convention: ``"2d"`` (silhouette jaw) or ``"3d"``.
+      landmark_ids: int [68] vertex ids of the 68 points (default the model's
+        ``lmk68``; :func:`recon_tf.dense_landmarks.detector_landmark_ids` gives
+        them in the detector's own convention).
     """
 
     def __init__(self, face_model: FaceModel, weights: losses.CoarseLossWeights | None = None,
                  schedule: FitSchedule | None = None, identity_net=None, dense=None,
                  image_size: int = 224, camera_kind: str = "perspective",
-                 landmark_convention: str = "2d"):
+                 landmark_convention: str = "2d", landmark_ids: np.ndarray | None = None):
         self.face_model = face_model
         self.layout = face_model.layout
         self.weights = weights or losses.CoarseLossWeights.for_model(face_model, fitting=True)
@@ -171,7 +174,9 @@ class Fitter:
         self.dense = dense if self.weights.dense_lmk_weight > 0 else None
         self.image_size = int(image_size)
         self.camera_kind = camera_kind
-        self.contour = ContourLandmarks.for_model(face_model, landmark_convention)
+        lmk68 = face_model.arrays["lmk68"] if landmark_ids is None else landmark_ids
+        self.contour = ContourLandmarks(face_model.arrays["mean_shape"], lmk68,
+                                        landmark_convention)
         front = getattr(face_model, "front_mask", None)
         self.front_mask = (tf.ones([face_model.num_vertices], tf.float32) if front is None
                            else tf.convert_to_tensor(front, tf.float32))
@@ -185,7 +190,8 @@ class Fitter:
         """The crop camera at ``size`` pixels."""
         return Camera.deep3d(size, kind=self.camera_kind)
 
-    def _camera_position(self, camera: Camera) -> tf.Tensor:
+    def camera_position(self, camera: Camera) -> tf.Tensor:
+        """The camera centre in camera space (far on the axis when orthographic)."""
         far = camera.distance if camera.kind == "perspective" else 1e4
         return tf.constant([0.0, 0.0, far], tf.float32)
 
@@ -203,7 +209,7 @@ class Fitter:
         cam_v = rigid_transform(verts, params["angles"], params["translation"])
         normals = rotate_normals(fm.vertex_normals(verts), params["angles"])
         screen = camera.project(cam_v)
-        ids = self.contour.vertex_ids(cam_v, normals, self._camera_position(camera))
+        ids = self.contour.vertex_ids(cam_v, normals, self.camera_position(camera))
         lmk = tf.gather(screen, ids, batch_dims=1)
         return verts, cam_v, normals, screen, lmk
 

@@ -21,7 +21,8 @@ file                        content
                             projected from the mesh
 ``now_landmarks.txt``       7 rows ``x y z`` (mm) on ``mesh_coarse.obj``, NoW
                             order (subject's right first)
-``coeffs.npz``              coefficients by group, camera, pose, crop transform
+``coeffs.npz``              coefficients by group, camera, pose, crop transform,
+                            the 68 landmarks' vertex ids
 ==========================  ====================================================
 
 Re-projecting the mesh onto the photo from ``coeffs.npz`` (perspective):
@@ -188,7 +189,8 @@ class PhotoReconstructor:
 
         Returns:
           (composite float32 [H, W, 3] in [0, 1], front-face mask bool [H, W],
-          landmarks float32 [68, 2] in decoded pixels, pixel centres at integers).
+          landmarks float32 [68, 2] in decoded pixels, pixel centres at integers,
+          their vertex ids int32 [68] (the jaw's depend on the pose)).
         """
         from recon_tf.render.rasterizer import interpolate, rasterize
 
@@ -198,6 +200,8 @@ class PhotoReconstructor:
         params = {g: getattr(c, g) for g in ("identity", "expression", "albedo", "angles",
                                              "translation", "light")}
         _, cam_v, normals, _, lmk = self.fitter.geometry(params, camera)
+        lmk_ids = self.fitter.contour.vertex_ids(cam_v, normals,
+                                                 self.fitter.camera_position(camera))
         from recon_tf.lighting import shade
 
         colors = shade(fm.albedo(c.albedo), normals, c.light)
@@ -208,7 +212,7 @@ class PhotoReconstructor:
         mask = (ids[0].numpy() >= 0) & (pix[..., 3] > 0.5)
         photo = face.pixels.astype(np.float32) / 255.0
         comp = np.where(mask[..., None], np.clip(pix[..., :3], 0.0, 1.0), photo)
-        return comp, mask, lmk[0].numpy() - PIXEL_CENTER
+        return comp, mask, lmk[0].numpy() - PIXEL_CENTER, lmk_ids[0].numpy()
 
     def write(self, face: PreparedFace, coeffs: np.ndarray, out_dir: str) -> dict:
         """Write one face's outputs (see the module docstring) into ``out_dir``.
@@ -233,7 +237,7 @@ class PhotoReconstructor:
                   texture=albedo_map, texture_name="albedo_coarse.png")
         write_obj(os.path.join(out_dir, "mesh_neutral.obj"), neutral, tris, uv=uv, face_uv=tri_uv)
 
-        comp, mask, lmk_dec = self.render_on_photo(face, coeffs)
+        comp, mask, lmk_dec, lmk_ids = self.render_on_photo(face, coeffs)
         ow, oh = face.original_size
         if comp.shape[:2] != (oh, ow):
             comp = cv2.resize(comp, (ow, oh), interpolation=cv2.INTER_LINEAR)
@@ -245,10 +249,11 @@ class PhotoReconstructor:
         np.savetxt(os.path.join(out_dir, "landmarks68.txt"), lmk_orig, fmt="%.3f")
         now = verts[fm.arrays["lmk68"][list(NOW_FROM_IBUG)]]
         np.savetxt(os.path.join(out_dir, "now_landmarks.txt"), now, fmt="%.4f")
-        self._write_coeffs(os.path.join(out_dir, "coeffs.npz"), face, coeffs)
+        self._write_coeffs(os.path.join(out_dir, "coeffs.npz"), face, coeffs, lmk_ids)
         return {"landmarks68": lmk_orig}
 
-    def _write_coeffs(self, path: str, face: PreparedFace, coeffs: np.ndarray) -> None:
+    def _write_coeffs(self, path: str, face: PreparedFace, coeffs: np.ndarray,
+                      landmark_ids: np.ndarray) -> None:
         fm = self.face_model
         c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
         to_crop = compose(face.crop_transform, invert(face.to_original))  # original → crop
@@ -264,6 +269,7 @@ class PhotoReconstructor:
                  principal_point=np.asarray(camera.center, np.float64),
                  camera_distance=camera.distance, image_size=np.array([oh, ow]),
                  crop_transform=to_crop.astype(np.float64), crop_size=self.fitter.image_size,
+                 landmark_ids=np.asarray(landmark_ids, np.int32),
                  face_model=fm.name, units="translation in decimetres; mesh files in mm")
         os.replace(tmp, path)
 

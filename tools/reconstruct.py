@@ -42,6 +42,9 @@ flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggfa
                   "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
 flags.DEFINE_bool("dense_landmarks", True,
                   "Add the 468-point FaceMesh term to the fit (see README for its effect).")
+flags.DEFINE_bool("detector_landmark_ids", True,
+                  "Use the 68 vertices learned for the 2D detector's convention (points 17-67) "
+                  "instead of the face model's own lmk68 (see README).")
 flags.DEFINE_integer("image_size", 224, "Side of the aligned crop the fit works on.")
 flags.DEFINE_enum("camera", "perspective", ["perspective", "orthographic"],
                   "Projection Π of Eq. 4.")
@@ -122,12 +125,18 @@ def build_reconstructor():
                            landmark_identity=FLAGS.landmark_identity,
                            photo_scales=tuple(int(s) for s in FLAGS.photo_scales),
                            photo_steps=tuple(int(s) for s in FLAGS.photo_steps))
-    fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
-                    image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
-                    landmark_convention=FLAGS.landmark_convention)
     preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker, image_size=FLAGS.image_size,
                                     template_3d=face_model.mean_landmarks_3d(),
                                     camera_kind=FLAGS.camera)
+    landmark_ids = None
+    if FLAGS.detector_landmark_ids:
+        from recon_tf.dense_landmarks import detector_landmark_ids
+
+        preprocessor.landmarker_name = FLAGS.landmarker
+        landmark_ids = detector_landmark_ids(face_model, preprocessor)
+    fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
+                    image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
+                    landmark_convention=FLAGS.landmark_convention, landmark_ids=landmark_ids)
     return PhotoReconstructor(face_model, fitter, preprocessor, facemesh, FLAGS.uv_size)
 
 
