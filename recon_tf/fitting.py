@@ -281,13 +281,16 @@ class Fitter:
     def _adam(self, params: dict, data: FitData, groups: tuple[str, ...], steps: int,
               size: int, photometric: bool, use_id: bool, id_target, history: list,
               stage: str) -> dict:
-        """Projected Adam on ``groups`` for ``steps`` steps; returns the last terms."""
+        """Projected Adam on ``groups`` for ``steps`` steps (cosine-decayed rates);
+        returns the last terms."""
         fn = self._grad_fn((size, photometric, use_id, groups), groups)
         m = {g: tf.zeros_like(params[g]) for g in groups}
         v = {g: tf.zeros_like(params[g]) for g in groups}
         b1, b2, eps = 0.9, 0.999, 1e-8
         terms = None
         for step in range(1, steps + 1):
+            # Cosine decay to 10 % of the rate: large moves first, then settle.
+            decay = 0.1 + 0.45 * (1.0 + np.cos(np.pi * (step - 1) / max(steps - 1, 1)))
             terms, grads = fn(params, data, id_target)
             for g, grad in zip(groups, grads):
                 if grad is None:
@@ -297,7 +300,7 @@ class Fitter:
                 v[g] = b2 * v[g] + (1 - b2) * tf.square(grad)
                 mhat = m[g] / (1 - b1 ** step)
                 vhat = v[g] / (1 - b2 ** step)
-                params[g] = params[g] - self.schedule.lr(g) * mhat / (tf.sqrt(vhat) + eps)
+                params[g] = params[g] - self.schedule.lr(g) * decay * mhat / (tf.sqrt(vhat) + eps)
             self._project(params)
             if step == 1 or step == steps or step % 20 == 0:
                 history.append((stage, step, float(tf.reduce_mean(terms["total"]))))

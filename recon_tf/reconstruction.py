@@ -64,7 +64,8 @@ class PreparedFace:
       crop_transform: float [2, 3], decoded pixels → crop pixels.
       crop: uint8 [S, S, 3] aligned crop.
       landmarks: float32 [68, 2] detector landmarks in crop pixels (centres at integers).
-      skin_mask: uint8 [S, S] 0/255, Eq. 7's V.
+      skin_mask: uint8 [S, S] 0/255, Eq. 7's V (skin, plus brows and lips
+        when ``fit_features``).
       dense: float32 [P, 2] FaceMesh points in crop pixels, or None.
       info: JSON-friendly details (box, face count, notes).
     """
@@ -100,15 +101,19 @@ class PhotoReconstructor:
         landmarker, decode limits; its template must be ``face_model``'s).
       facemesh: a :class:`recon_tf.nets.facemesh.FaceMesh`, or None.
       uv_size: side of the albedo map in texels.
+      fit_features: add the brows and lips to the photometric mask V of the
+        fit (the skin mask alone excludes them; the albedo basis has lip and
+        brow modes that only a mask with them can fit).
     """
 
     def __init__(self, face_model: FaceModel, fitter: Fitter, preprocessor, facemesh=None,
-                 uv_size: int = 512):
+                 uv_size: int = 512, fit_features: bool = True):
         self.face_model = face_model
         self.fitter = fitter
         self.preprocessor = preprocessor
         self.facemesh = facemesh
         self.uv_size = uv_size
+        self.fit_features = fit_features
         self._uv_layout = None
 
     # ---------------------------------------------------------------- prepare
@@ -123,7 +128,7 @@ class PhotoReconstructor:
         from recon_tf.preprocess import _decode_to_original, select_face
         from recon_tf.preprocess.align import align_face
         from recon_tf.preprocess.image_io import ImageDecodeError, load_image
-        from recon_tf.preprocess.skin_mask import skin_mask
+        from recon_tf.preprocess.skin_mask import feature_regions, skin_mask
 
         pre = self.preprocessor
         try:
@@ -144,6 +149,10 @@ class PhotoReconstructor:
             aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate,
                                  camera_kind=pre.camera_kind)
             mask = skin_mask(aligned.image, aligned.landmarks, aligned.valid)
+            fit_mask = mask.mask
+            if self.fit_features:
+                features = feature_regions(aligned.landmarks, fit_mask.shape)
+                fit_mask = np.maximum(fit_mask, features & aligned.valid)
             dense = None
             info = {"num_faces": len(faces), "note": note, "mask_method": mask.method,
                     **face.to_json()}
@@ -154,7 +163,7 @@ class PhotoReconstructor:
                     dense = apply_transform(aligned.transform, mesh_points[:, :2])
             return PreparedFace(path, pixels, tuple(decoded.original_size),
                                 _decode_to_original(decoded), aligned.transform.astype(np.float64),
-                                aligned.image, aligned.landmarks.astype(np.float32), mask.mask,
+                                aligned.image, aligned.landmarks.astype(np.float32), fit_mask,
                                 None if dense is None else dense.astype(np.float32), info)
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")

@@ -43,6 +43,7 @@ BROWS = list(range(17, 27))
 LEFT_BROW, RIGHT_BROW = list(range(17, 22)), list(range(22, 27))
 LEFT_EYE, RIGHT_EYE = list(range(36, 42)), list(range(42, 48))
 OUTER_LIP = list(range(48, 60))
+INNER_LIP = list(range(60, 68))
 NOSE = [27, 31, 32, 33, 34, 35]
 LEFT_CHEEK = [1, 2, 3, 4, 48, 31, 40, 41]
 RIGHT_CHEEK = [15, 14, 13, 12, 54, 35, 47, 46]
@@ -113,6 +114,24 @@ def excluded_regions(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     _fill(mask, lm[OUTER_LIP])
     _stroke(mask, lm[OUTER_LIP], 0.12 * d, closed=True)
     return mask
+
+
+def feature_regions(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W] 0/255: eyebrows and lips (outer lip polygon minus the inner mouth).
+
+    The facial features a face model's albedo can paint (the eyes cannot: meshes
+    have no eyeballs; the open mouth shows teeth or a hole). Per-photo fitting
+    adds them to the skin mask so the albedo's lip and brow modes are fitted.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    d = _eye_distance(lm)
+    mask = np.zeros(shape, np.uint8)
+    for brow in (LEFT_BROW, RIGHT_BROW):
+        _stroke(mask, lm[brow], 0.12 * d, closed=False)
+    _fill(mask, lm[OUTER_LIP])
+    inner = np.zeros(shape, np.uint8)
+    _fill(inner, lm[INNER_LIP])
+    return cv2.bitwise_and(mask, cv2.bitwise_not(inner))
 
 
 def geometric_mask(landmarks: np.ndarray, shape: tuple[int, int],
