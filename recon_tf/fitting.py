@@ -72,7 +72,7 @@ class FitSchedule:
     landmark_identity: bool = True
     linear_rounds: int = 2
     photo_scales: tuple[int, ...] = (112, 224)
-    photo_steps: tuple[int, ...] = (60, 30)
+    photo_steps: tuple[int, ...] = (150, 60)
     id_min_scale: int = 224
     lr_identity: float = 0.05
     lr_expression: float = 0.02

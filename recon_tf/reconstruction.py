@@ -171,12 +171,18 @@ class PhotoReconstructor:
     # ---------------------------------------------------------------- fit
     def fit(self, faces: list[PreparedFace], init: np.ndarray | None = None) -> FitResult:
         """Fit the coefficients of B prepared faces at once."""
-        use_dense = all(f.dense is not None for f in faces)
+        dense = dense_weights = None
+        if any(f.dense is not None for f in faces):  # a face without gets weight 0
+            points = self.fitter.dense.vertex_ids.shape[0] if self.fitter.dense else 0
+            dense = np.stack([f.dense if f.dense is not None else np.zeros((points, 2))
+                              for f in faces]) + PIXEL_CENTER
+            dense_weights = np.stack([np.full(points, float(f.dense is not None))
+                                      for f in faces]).astype(np.float32)
         data = make_fit_data(
             np.stack([f.crop for f in faces]).astype(np.float32) / 255.0,
             np.stack([f.landmarks for f in faces]) + PIXEL_CENTER,
             np.stack([f.skin_mask for f in faces]).astype(np.float32) / 255.0,
-            dense=(np.stack([f.dense for f in faces]) + PIXEL_CENTER) if use_dense else None)
+            dense=dense, dense_weights=dense_weights)
         return self.fitter.fit(data, init)
 
     # ---------------------------------------------------------------- outputs

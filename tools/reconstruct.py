@@ -57,7 +57,7 @@ flags.DEFINE_integer("landmark_steps", 120, "Fit stage 1: steps on pose, identit
 flags.DEFINE_bool("landmark_identity", True,
                   "Fit stage 1: also fit the identity to the landmarks.")
 flags.DEFINE_list("photo_scales", ["112", "224"], "Fit stage 3: render sizes, coarse to fine.")
-flags.DEFINE_list("photo_steps", ["60", "30"], "Fit stage 3: Adam steps per scale.")
+flags.DEFINE_list("photo_steps", ["150", "60"], "Fit stage 3: Adam steps per scale.")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs already exist.")
 define_coarse_loss_flags()
 
