@@ -60,6 +60,10 @@ class FitSchedule:
       landmark_steps: stage-1 steps on pose + expression (+ identity).
       landmark_identity: fit the identity in stage 1 too (else it waits for
         the photometric stage).
+      robust_scale_px: after stage 1, every 68-point weight is multiplied by
+        1 / (1 + (r / s)²) (Geman–McClure reweighting, r = the point's residual
+        in 224-crop pixels, s this scale), so outlying detections count less
+        in stage 3; 0 disables.
       linear_rounds: light/albedo least-squares alternations (0: skip).
       photo_scales: render sizes of the photometric stage, coarse to fine.
       photo_steps: Adam steps at each photometric scale.
@@ -70,6 +74,7 @@ class FitSchedule:
     pose_steps: int = 40
     landmark_steps: int = 120
     landmark_identity: bool = True
+    robust_scale_px: float = 5.0
     linear_rounds: int = 2
     photo_scales: tuple[int, ...] = (112, 224)
     photo_steps: tuple[int, ...] = (150, 60)
@@ -306,6 +311,14 @@ class Fitter:
                 history.append((stage, step, float(tf.reduce_mean(terms["total"]))))
         return terms
 
+    def reweight(self, params: dict, data: FitData, scale_px: float) -> FitData:
+        """Down-weight landmarks the current fit disagrees with (Geman–McClure)."""
+        camera = self.camera(self.image_size)
+        lmk = self.geometry(params, camera)[-1]
+        r = tf.norm((lmk - data.landmarks) * (losses.REFERENCE_CROP / self.image_size), axis=-1)
+        w = 1.0 / (1.0 + tf.square(r / scale_px))
+        return data._replace(landmark_weights=data.landmark_weights * w)
+
     # ------------------------------------------------------------ linear init
     def solve_light_albedo(self, params: dict, data: FitData, rounds: int) -> None:
         """Closed-form ridge solutions of γ then δ on the visible skin vertices (in place)."""
@@ -392,6 +405,8 @@ class Fitter:
             self._adam(params, data, groups, sched.landmark_steps, size, False, False, None,
                        history, "landmarks")
         seconds["landmarks"] = time.perf_counter() - t0
+        if sched.robust_scale_px > 0:
+            data = self.reweight(params, data, sched.robust_scale_px)
         t0 = time.perf_counter()
         if sched.linear_rounds:
             self.solve_light_albedo(params, data, sched.linear_rounds)

@@ -100,3 +100,13 @@ def test_batched_faces_do_not_interact(face_model, fitted):
     single = fitter.fit(make_fit_data(data.images[:1], data.landmarks[:1], data.skin_mask[:1]))
     # Alone or beside another face, the fit reaches the same surface (to well under a mm).
     assert _vertex_error(face_model, single.coeffs, result.coeffs[:1])[0] < 0.3
+
+
+def test_reweighting_discounts_an_outlying_detection(face_model, fitted):
+    truth, data, fitter, _, _ = fitted
+    moved = data.landmarks.numpy().copy()
+    moved[0, 40] += [15.0, 0.0]  # 15 px at 112 px = 30 px in a 224 crop
+    reweighted = fitter.reweight(fitter.split(truth), data._replace(landmarks=moved), 5.0)
+    ratio = (reweighted.landmark_weights / data.landmark_weights).numpy()
+    assert ratio[0, 40] < 0.05
+    assert np.median(ratio) > 0.9

@@ -56,6 +56,8 @@ flags.DEFINE_integer("pose_steps", 40, "Fit stage 1: steps on the pose alone.")
 flags.DEFINE_integer("landmark_steps", 120, "Fit stage 1: steps on pose, identity, expression.")
 flags.DEFINE_bool("landmark_identity", True,
                   "Fit stage 1: also fit the identity to the landmarks.")
+flags.DEFINE_float("robust_scale_px", 5.0,
+                   "Geman-McClure landmark reweighting after stage 1 (224-crop px; 0 = off).")
 flags.DEFINE_list("photo_scales", ["112", "224"], "Fit stage 3: render sizes, coarse to fine.")
 flags.DEFINE_list("photo_steps", ["150", "60"], "Fit stage 3: Adam steps per scale.")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs already exist.")
@@ -125,6 +127,7 @@ def build_reconstructor():
     weights = weights_from_flags(face_model, fitting=True, **overrides)
     schedule = FitSchedule(pose_steps=FLAGS.pose_steps, landmark_steps=FLAGS.landmark_steps,
                            landmark_identity=FLAGS.landmark_identity,
+                           robust_scale_px=FLAGS.robust_scale_px,
                            photo_scales=tuple(int(s) for s in FLAGS.photo_scales),
                            photo_steps=tuple(int(s) for s in FLAGS.photo_steps))
     preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker, image_size=FLAGS.image_size,
