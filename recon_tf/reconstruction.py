@@ -101,19 +101,23 @@ class PhotoReconstructor:
         landmarker, decode limits; its template must be ``face_model``'s).
       facemesh: a :class:`recon_tf.nets.facemesh.FaceMesh`, or None.
       uv_size: side of the albedo map in texels.
+      landmark_weights: float [68] per-point weights of L_lmk (default: 1;
+        Deep3DFace's are :func:`recon_tf.landmarks.deep3d_landmark_weights`).
       fit_features: add the brows and lips to the photometric mask V of the
         fit (the skin mask alone excludes them; the albedo basis has lip and
         brow modes that only a mask with them can fit).
     """
 
     def __init__(self, face_model: FaceModel, fitter: Fitter, preprocessor, facemesh=None,
-                 uv_size: int = 512, fit_features: bool = True):
+                 uv_size: int = 512, fit_features: bool = True,
+                 landmark_weights: np.ndarray | None = None):
         self.face_model = face_model
         self.fitter = fitter
         self.preprocessor = preprocessor
         self.facemesh = facemesh
         self.uv_size = uv_size
         self.fit_features = fit_features
+        self.landmark_weights = landmark_weights
         self._uv_layout = None
 
     # ---------------------------------------------------------------- prepare
@@ -182,6 +186,8 @@ class PhotoReconstructor:
             np.stack([f.crop for f in faces]).astype(np.float32) / 255.0,
             np.stack([f.landmarks for f in faces]) + PIXEL_CENTER,
             np.stack([f.skin_mask for f in faces]).astype(np.float32) / 255.0,
+            landmark_weights=None if self.landmark_weights is None else
+            np.tile(np.asarray(self.landmark_weights, np.float32)[None], [len(faces), 1]),
             dense=dense, dense_weights=dense_weights)
         return self.fitter.fit(data, init)
 

@@ -45,6 +45,8 @@ flags.DEFINE_bool("dense_landmarks", True,
 flags.DEFINE_bool("detector_landmark_ids", True,
                   "Use the 68 vertices learned for the 2D detector's convention (points 17-67) "
                   "instead of the face model's own lmk68 (see README).")
+flags.DEFINE_enum("landmark_weights", "uniform", ["uniform", "deep3d"],
+                  "Per-point weights of L_lmk: 1, or Deep3DFace's (20 on nose and inner mouth).")
 flags.DEFINE_bool("fit_features", True,
                   "Add brows and lips to the photometric mask of the fit (see README).")
 flags.DEFINE_integer("image_size", 224, "Side of the aligned crop the fit works on.")
@@ -142,8 +144,11 @@ def build_reconstructor():
     fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
                     image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
                     landmark_convention=FLAGS.landmark_convention, landmark_ids=landmark_ids)
+    from recon_tf.landmarks import deep3d_landmark_weights
+
+    weights = deep3d_landmark_weights() if FLAGS.landmark_weights == "deep3d" else None
     return PhotoReconstructor(face_model, fitter, preprocessor, facemesh, FLAGS.uv_size,
-                              FLAGS.fit_features)
+                              FLAGS.fit_features, weights)
 
 
 def _complete(out_dir: str) -> bool:
