@@ -42,7 +42,7 @@ flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggfa
                   "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
 flags.DEFINE_bool("dense_landmarks", True,
                   "Add the 468-point FaceMesh term to the fit (see README for its effect).")
-flags.DEFINE_bool("detector_landmark_ids", True,
+flags.DEFINE_bool("detector_landmark_ids", False,
                   "Use the 68 vertices learned for the 2D detector's convention (points 17-67) "
                   "instead of the face model's own lmk68 (see README).")
 flags.DEFINE_enum("landmark_weights", "uniform", ["uniform", "deep3d"],
