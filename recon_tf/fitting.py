@@ -46,7 +46,7 @@ from recon_tf import losses
 from recon_tf.camera import Camera, rigid_transform, rotate_normals
 from recon_tf.face_model import FaceModel
 from recon_tf.landmarks import NUM_LANDMARKS, ContourLandmarks
-from recon_tf.lighting import AMBIENT_INIT, NUM_SH, sh_basis
+from recon_tf.lighting import AMBIENT_INIT, NUM_SH, sh_basis, shade
 
 GROUPS = ("identity", "expression", "albedo", "angles", "translation", "light")
 
@@ -221,12 +221,30 @@ class Fitter:
         lmk = tf.gather(screen, ids, batch_dims=1)
         return verts, cam_v, normals, screen, lmk
 
+    def render_front(self, params: dict, camera: Camera, cam_v: tf.Tensor, normals: tf.Tensor
+                     ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Shade (Eq. 5) and rasterize posed faces (camera-space ``cam_v``, ``normals``).
+
+        Returns:
+          (rendered colours float32 [B, H, W, 3], front-face coverage float32
+          [B, H, W, 1] in {0, 1}: pixels covered by a front-mask triangle).
+        """
+        from recon_tf.render.rasterizer import interpolate, rasterize
+
+        fm = self.face_model
+        colors = shade(fm.albedo(params["albedo"]), normals, params["light"])
+        h, w = camera.image_size
+        ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, h, w)
+        front = tf.tile(self.front_mask[None, :, None], [tf.shape(cam_v)[0], 1, 1])
+        pix = interpolate(tf.concat([colors, front], axis=-1), fm.triangles, ids, bary)
+        covered = tf.cast(ids >= 0, tf.float32)[..., None] * tf.cast(pix[..., 3:4] > 0.5,
+                                                                       tf.float32)
+        return pix[..., :3], covered
+
     # ------------------------------------------------------------ objective
     def _objective(self, params: dict, data: FitData, size: int, photometric: bool,
                    use_id: bool, id_target: tf.Tensor | None):
         """Per-example loss terms at render size ``size`` (a dict of [B] tensors)."""
-        from recon_tf.render.rasterizer import interpolate, rasterize
-
         camera = self.camera(size)
         ratio = size / float(self.image_size)
         verts, cam_v, normals, screen, lmk = self.geometry(params, camera)
@@ -243,17 +261,7 @@ class Fitter:
             terms["dense"] = losses.landmark_loss(dense_px, data.dense * ratio, dense_w,
                                                   image_size=size)
         if photometric:
-            fm = self.face_model
-            albedo = fm.albedo(params["albedo"])
-            from recon_tf.lighting import shade
-
-            colors = shade(albedo, normals, params["light"])
-            ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, size, size)
-            attrs = tf.concat([colors, tf.tile(self.front_mask[None, :, None], [batch, 1, 1])],
-                              axis=-1)
-            pix = interpolate(attrs, fm.triangles, ids, bary)
-            rendered, front = pix[..., :3], pix[..., 3:4]
-            covered = tf.cast(ids >= 0, tf.float32)[..., None] * tf.cast(front > 0.5, tf.float32)
+            rendered, covered = self.render_front(params, camera, cam_v, normals)
             image = _resize(data.images, size)
             skin = _resize(data.skin_mask, size)
             terms["pho"] = losses.photometric_loss(image, rendered, skin * covered)

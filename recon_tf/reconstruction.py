@@ -213,26 +213,16 @@ class PhotoReconstructor:
           landmarks float32 [68, 2] in decoded pixels, pixel centres at integers,
           their vertex ids int32 [68] (the jaw's depend on the pose)).
         """
-        from recon_tf.render.rasterizer import interpolate, rasterize
-
-        fm = self.face_model
         camera = self.photo_camera(face)
-        c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
-        params = {g: getattr(c, g) for g in ("identity", "expression", "albedo", "angles",
-                                             "translation", "light")}
+        params = self.fitter.split(np.asarray(coeffs, np.float32)[None])
         _, cam_v, normals, _, lmk = self.fitter.geometry(params, camera)
         lmk_ids = self.fitter.contour.vertex_ids(cam_v, normals,
                                                  self.fitter.camera_position(camera))
-        from recon_tf.lighting import shade
-
-        colors = shade(fm.albedo(c.albedo), normals, c.light)
-        h, w = camera.image_size
-        ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, h, w)
-        attrs = tf.concat([colors, self.fitter.front_mask[None, :, None]], axis=-1)
-        pix = interpolate(attrs, fm.triangles, ids, bary)[0].numpy()
-        mask = (ids[0].numpy() >= 0) & (pix[..., 3] > 0.5)
+        rendered, covered = self.fitter.render_front(params, camera, cam_v, normals)
+        mask = covered[0, ..., 0].numpy() > 0.5
+        pix = rendered[0].numpy()
         photo = face.pixels.astype(np.float32) / 255.0
-        comp = np.where(mask[..., None], np.clip(pix[..., :3], 0.0, 1.0), photo)
+        comp = np.where(mask[..., None], np.clip(pix, 0.0, 1.0), photo)
         return comp, mask, lmk[0].numpy() - PIXEL_CENTER, lmk_ids[0].numpy()
 
     def write(self, face: PreparedFace, coeffs: np.ndarray, out_dir: str) -> dict:
