@@ -38,22 +38,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import reconstruct  # noqa: E402  (its flags configure the fit)
 
+from recon_tf.metrics import rigid_vertex_error_mm  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("photos", ["breakingbad.jpg", "einstein.jpg", "takeo.ppm"],
                   "Photos under <assets>/images/faces_68pts with a .pts beside them.")
 flags.DEFINE_integer("num_synthetic", 8, "Held-out synthetic faces.")
 flags.DEFINE_integer("synthetic_seed", 1001, "Seed of the held-out synthetic set.")
 flags.DEFINE_list("dense_settings", ["on", "off"], "Dense FaceMesh term settings to compare.")
-
-
-def rigid_vertex_error_mm(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """Mean vertex distance (mm) after rigid Procrustes alignment of pred onto truth (dm)."""
-    p, t = pred[mask].astype(np.float64), truth[mask].astype(np.float64)
-    pc, tc = p - p.mean(0), t - t.mean(0)
-    u, _, vt = np.linalg.svd(pc.T @ tc)
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return float(np.linalg.norm(pc @ rot - tc, axis=1).mean() * 100.0)
 
 
 def face_region_psnr(photo: np.ndarray, render: np.ndarray, mask: np.ndarray,

@@ -101,6 +101,8 @@ class FitData(NamedTuple):
       landmark_weights: float32 [B, 68] (0 drops a point).
       dense: float32 [B, P, 2] dense landmarks (continuous crop pixels) or None.
       dense_weights: float32 [B, P] or None.
+      fixed_jaw: float32 [B] or None: 1 where the 68 points come from a 3d
+        source (fixed jaw vertices whatever the convention, e.g. synthetic truth).
     """
 
     images: tf.Tensor
@@ -109,6 +111,7 @@ class FitData(NamedTuple):
     landmark_weights: tf.Tensor
     dense: tf.Tensor | None = None
     dense_weights: tf.Tensor | None = None
+    fixed_jaw: tf.Tensor | None = None
 
 
 class FitResult(NamedTuple):
@@ -210,14 +213,15 @@ class Fitter:
     def join(self, params: dict) -> tf.Tensor:
         return tf.concat([params[g] for g in GROUPS], axis=-1)
 
-    def geometry(self, params: dict, camera: Camera):
-        """Camera-space vertices, normals, pixels and the 68 landmark pixels."""
+    def geometry(self, params: dict, camera: Camera, fixed_jaw: tf.Tensor | None = None):
+        """Camera-space vertices, normals, pixels and the 68 landmark pixels
+        (``fixed_jaw``: see :class:`FitData`)."""
         fm = self.face_model
         verts = fm.shape(params["identity"], params["expression"])
         cam_v = rigid_transform(verts, params["angles"], params["translation"])
         normals = rotate_normals(fm.vertex_normals(verts), params["angles"])
         screen = camera.project(cam_v)
-        ids = self.contour.vertex_ids(cam_v, normals, self.camera_position(camera))
+        ids = self.contour.vertex_ids(cam_v, normals, self.camera_position(camera), fixed_jaw)
         lmk = tf.gather(screen, ids, batch_dims=1)
         return verts, cam_v, normals, screen, lmk
 
@@ -242,12 +246,24 @@ class Fitter:
         return pix[..., :3], covered
 
     # ------------------------------------------------------------ objective
-    def _objective(self, params: dict, data: FitData, size: int, photometric: bool,
-                   use_id: bool, id_target: tf.Tensor | None):
-        """Per-example loss terms at render size ``size`` (a dict of [B] tensors)."""
+    def objective(self, params: dict, data: FitData, size: int, photometric: bool,
+                  use_id: bool, id_target: tf.Tensor | None) -> dict:
+        """Eq. 6 per example at render size ``size``: the one loss of fitting and
+        R-Net training (:mod:`recon_tf.coarse`).
+
+        Args:
+          params: coefficient groups (:meth:`split`), float32 [B, dim] each.
+          data: the observations.
+          size: render side in pixels (landmarks are rescaled to it).
+          photometric: render and add L_pho (and L_id when ``use_id``).
+          use_id: add L_id (needs ``id_target`` and an identity net).
+          id_target: float32 [B, D] features of the input images, or None.
+        Returns:
+          dict of float32 [B]: ``pho``, ``lmk``, ``id``, ``reg``, ``dense``, ``total``.
+        """
         camera = self.camera(size)
         ratio = size / float(self.image_size)
-        verts, cam_v, normals, screen, lmk = self.geometry(params, camera)
+        verts, cam_v, normals, screen, lmk = self.geometry(params, camera, data.fixed_jaw)
         coeffs = self.layout.split(self.join(params))
         batch = tf.shape(cam_v)[0]
         zero = tf.zeros([batch], tf.float32)
@@ -281,7 +297,7 @@ class Fitter:
             def fn(params, data, id_target):
                 with tf.GradientTape() as tape:
                     tape.watch([params[g] for g in groups])
-                    terms = self._objective(params, data, size, photometric, use_id, id_target)
+                    terms = self.objective(params, data, size, photometric, use_id, id_target)
                     total = tf.reduce_sum(terms["total"])
                 grads = tape.gradient(total, [params[g] for g in groups])
                 return terms, grads
@@ -325,7 +341,7 @@ class Fitter:
     def reweight(self, params: dict, data: FitData, scale_px: float) -> FitData:
         """Down-weight landmarks the current fit disagrees with (Geman–McClure)."""
         camera = self.camera(self.image_size)
-        lmk = self.geometry(params, camera)[-1]
+        lmk = self.geometry(params, camera, data.fixed_jaw)[-1]
         r = tf.norm((lmk - data.landmarks) * (losses.REFERENCE_CROP / self.image_size), axis=-1)
         w = 1.0 / (1.0 + tf.square(r / scale_px))
         return data._replace(landmark_weights=data.landmark_weights * w)
@@ -384,17 +400,19 @@ class Fitter:
         key = ("eval", use_id)
         if key not in self._grad_fns:
             self._grad_fns[key] = tf.function(
-                lambda p, d, t: self._objective(p, d, self.image_size, True, use_id, t),
+                lambda p, d, t: self.objective(p, d, self.image_size, True, use_id, t),
                 reduce_retracing=True)
         return self._grad_fns[key](params, data, id_target)
 
     # ------------------------------------------------------------ main entry
-    def fit(self, data: FitData, init=None) -> FitResult:
+    def fit(self, data: FitData, init=None, schedule: FitSchedule | None = None) -> FitResult:
         """Fit B faces.
 
         Args:
           data: the observations (:func:`make_fit_data`).
           init: float32 [B, total] start coefficients, or None for the mean face.
+          schedule: overrides ``self.schedule`` for this call (e.g.
+            :func:`refine_schedule` after R-Net's prediction).
         Returns:
           a :class:`FitResult`.
         """
@@ -403,7 +421,7 @@ class Fitter:
             init = self.layout.zeros(batch)
         params = self.split(init)
         self._project(params)
-        sched, history, seconds = self.schedule, [], {}
+        sched, history, seconds = schedule or self.schedule, [], {}
         size = self.image_size
         t0 = time.perf_counter()
         if sched.pose_steps:
@@ -435,6 +453,19 @@ class Fitter:
         terms = self.evaluate(params, data, id_target)
         return FitResult(self.join(params).numpy(),
                          {k: v.numpy() for k, v in terms.items()}, history, seconds)
+
+
+def refine_schedule(steps: int, size: int = 224, base: FitSchedule | None = None
+                    ) -> FitSchedule:
+    """A short fit that starts from a learned prediction (R-Net): no landmark-only
+    or linear stages (the prediction already has pose, shape, light and albedo),
+    robust reweighting of the 68 points at the prediction, then ``steps``
+    photometric Adam steps at render size ``size`` (the crop side). ``steps`` = 0
+    keeps the prediction (the fit only evaluates it)."""
+    base = base or FitSchedule()
+    return dataclasses.replace(base, pose_steps=0, landmark_steps=0, linear_rounds=0,
+                               photo_scales=(size,) if steps else (),
+                               photo_steps=(steps,) if steps else ())
 
 
 def _resize(images: tf.Tensor, size: int) -> tf.Tensor:

@@ -118,7 +118,8 @@ class ContourLandmarks:
         return cls(face_model.arrays["mean_shape"], face_model.arrays["lmk68"], convention)
 
     def vertex_ids(self, cam_vertices: tf.Tensor, cam_normals: tf.Tensor,
-                   camera_position: tf.Tensor) -> tf.Tensor:
+                   camera_position: tf.Tensor, fixed_jaw: tf.Tensor | None = None
+                   ) -> tf.Tensor:
         """The vertex id of each of the 68 landmarks for posed faces.
 
         Args:
@@ -127,6 +128,9 @@ class ContourLandmarks:
           camera_position: float32 [3], the camera centre in camera space
             (perspective: (0, 0, distance)); for an orthographic camera pass a
             far point on the axis.
+          fixed_jaw: optional float32 [B]; where > 0.5 that example uses the
+            fixed 3d vertices whatever the convention (its landmarks come from
+            a 3d source, e.g. the synthetic set's projected truth).
         Returns:
           int32 [B, 68] vertex ids (no gradient).
         """
@@ -134,6 +138,14 @@ class ContourLandmarks:
         fixed = tf.tile(self.lmk68[None], [batch, 1])
         if self.convention == "3d":
             return fixed
+        contour = self._contour_ids(cam_vertices, cam_normals, camera_position, fixed)
+        if fixed_jaw is None:
+            return contour
+        return tf.where(fixed_jaw[:, None] > 0.5, fixed, contour)
+
+    def _contour_ids(self, cam_vertices: tf.Tensor, cam_normals: tf.Tensor,
+                     camera_position: tf.Tensor, fixed: tf.Tensor) -> tf.Tensor:
+        """Silhouette jaw ids (the 2d convention), [B, 68] int32."""
         cand_v = tf.gather(cam_vertices, self.candidates, axis=1)  # [B, 17, K, 3]
         cand_n = tf.gather(cam_normals, self.candidates, axis=1)
         to_cam = camera_position - cand_v

@@ -100,7 +100,7 @@ def define_coarse_loss_flags(flag_values=None, **defaults) -> None:
     """
     from absl import flags
 
-    fv = flag_values or flags.FLAGS
+    fv = flags.FLAGS if flag_values is None else flag_values
     for field in dataclasses.fields(CoarseLossWeights):
         flags.DEFINE_float(field.name, defaults.get(field.name), FLAG_HELP[field.name],
                            flag_values=fv)
@@ -111,7 +111,7 @@ def weights_from_flags(face_model, flag_values=None, fitting: bool = False,
     """:class:`CoarseLossWeights` from the flags of :func:`define_coarse_loss_flags`."""
     from absl import flags
 
-    fv = flag_values or flags.FLAGS
+    fv = flags.FLAGS if flag_values is None else flag_values
     values = {f.name: getattr(fv, f.name) for f in dataclasses.fields(CoarseLossWeights)}
     values.update(overrides)
     return CoarseLossWeights.for_model(face_model, fitting=fitting, **values)

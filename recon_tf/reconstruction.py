@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +51,8 @@ DM_TO_MM = 100.0
 OUTPUT_FILES = ("mesh_coarse.obj", "mesh_coarse.mtl", "albedo_coarse.png", "mesh_neutral.obj",
                 "render_coarse.png", "face_mask.png", "landmarks68.txt", "now_landmarks.txt",
                 "coeffs.npz")
+FINE_OUTPUT_FILES = ("mesh_fine.obj", "mesh_fine.mtl", "albedo.png", "displacement.npy",
+                     "displacement.png", "maps.json", "normals.png", "render_fine.png")
 
 
 @dataclasses.dataclass
@@ -106,12 +109,23 @@ class PhotoReconstructor:
       fit_features: add the brows and lips to the photometric mask V of the
         fit (the skin mask alone excludes them; the albedo basis has lip and
         brow modes that only a mask with them can fit).
+      predictor: a trained R-Net, ``predictor(crops, training=False)``: aligned
+        crops float32 [B, S, S, 3] in [0, 1] → coefficients [B, total]
+        (:func:`recon_tf.coarse.load_coarse_model`), or None to fit from the
+        mean face.
+      refine_steps: with a predictor: photometric fitting steps from its
+        prediction (:func:`recon_tf.fitting.refine_schedule`; 0 keeps it).
+      fine: a :class:`FineSettings` to add the fine outputs, or None.
     """
 
     def __init__(self, face_model: FaceModel, fitter: Fitter, preprocessor, facemesh=None,
                  uv_size: int = 512, fit_features: bool = True,
-                 landmark_weights: np.ndarray | None = None):
+                 landmark_weights: np.ndarray | None = None, predictor=None,
+                 refine_steps: int = 0, fine=None):
         self.face_model = face_model
+        self.predictor = predictor
+        self.refine_steps = int(refine_steps)
+        self.fine = fine
         self.fitter = fitter
         self.preprocessor = preprocessor
         self.facemesh = facemesh
@@ -119,6 +133,13 @@ class PhotoReconstructor:
         self.fit_features = fit_features
         self.landmark_weights = landmark_weights
         self._uv_layout = None
+
+    @property
+    def method(self) -> str:
+        """How coefficients are obtained: ``fit``, ``rnet`` or ``rnet+refine<N>``."""
+        if self.predictor is None:
+            return "fit"
+        return "rnet" if self.refine_steps == 0 else f"rnet+refine{self.refine_steps}"
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, path: str, annotation: np.ndarray | None = None) -> PreparedFace | Skipped:
@@ -174,7 +195,8 @@ class PhotoReconstructor:
 
     # ---------------------------------------------------------------- fit
     def fit(self, faces: list[PreparedFace], init: np.ndarray | None = None) -> FitResult:
-        """Fit the coefficients of B prepared faces at once."""
+        """Fit the coefficients of B prepared faces at once (with a predictor: its
+        prediction, refined by ``refine_steps`` fitting steps)."""
         dense = dense_weights = None
         if any(f.dense is not None for f in faces):  # a face without gets weight 0
             points = self.fitter.dense.vertex_ids.shape[0] if self.fitter.dense else 0
@@ -189,7 +211,17 @@ class PhotoReconstructor:
             landmark_weights=None if self.landmark_weights is None else
             np.tile(np.asarray(self.landmark_weights, np.float32)[None], [len(faces), 1]),
             dense=dense, dense_weights=dense_weights)
-        return self.fitter.fit(data, init)
+        if self.predictor is None:
+            return self.fitter.fit(data, init)
+        from recon_tf.fitting import refine_schedule
+
+        t0 = time.perf_counter()
+        predicted = np.asarray(self.predictor(data.images, training=False), np.float32)
+        seconds = time.perf_counter() - t0
+        result = self.fitter.fit(data, predicted,
+                                 refine_schedule(self.refine_steps, self.fitter.image_size,
+                                                 self.fitter.schedule))
+        return result._replace(seconds={"predict": seconds, **result.seconds})
 
     # ---------------------------------------------------------------- outputs
     def uv_layout(self):
@@ -283,6 +315,96 @@ class PhotoReconstructor:
                  landmark_ids=np.asarray(landmark_ids, np.int32),
                  face_model=fm.name, units="translation in decimetres; mesh files in mm")
         os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class FineSettings:
+    """How the main job adds detail (§3.4) to each coarse face.
+
+    Attributes:
+      stage: a :class:`recon_tf.fine.FineStage` (its ``image_size`` must be the
+        crops').
+      albedo_module, displacement_module: trained modules
+        (``experiments/train_fine.py``), or None to fit the detail per photo
+        (:meth:`recon_tf.fine.FineStage.fit`, ``steps`` Adam steps).
+      steps: per-photo fine-fitting steps.
+      subdivisions: midpoint subdivisions of ``mesh_fine.obj`` before the
+        displacement is baked in (each ×4 triangles).
+    """
+
+    stage: object
+    albedo_module: object = None
+    displacement_module: object = None
+    steps: int = 100
+    subdivisions: int = 2
+
+
+def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: np.ndarray):
+    """Detail maps for B fitted faces: from the trained modules when given, else
+    per-photo fine fitting. Returns (:class:`recon_tf.fine.FineOutputs` as
+    tensors, dict of Eq. 11 terms as numpy [B])."""
+    fine = recon.fine
+    images = tf.constant(np.stack([f.crop for f in faces]).astype(np.float32) / 255.0)
+    skin = tf.constant(np.stack([f.skin_mask for f in faces]).astype(np.float32)[..., None]
+                       / 255.0)
+    inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images)
+    if fine.albedo_module is None and fine.displacement_module is None:
+        return fine.stage.fit(inputs, images, skin, fine.steps)
+    albedo, disp = fine.stage.predict(inputs, fine.albedo_module, fine.displacement_module)
+    outputs = fine.stage.render(inputs, albedo, disp)
+    terms = fine.stage.terms(inputs, outputs, images, skin, fine.stage.id_target(images))
+    return outputs, {k: v.numpy() for k, v in terms.items()}
+
+
+def write_fine(recon: PhotoReconstructor, face: PreparedFace, coeffs: np.ndarray,
+               outputs, index: int, out_dir: str) -> dict:
+    """Write one face's fine outputs (:data:`FINE_OUTPUT_FILES`) into ``out_dir``."""
+    import json
+
+    import cv2
+
+    from recon_tf.export import save_png, write_obj
+    from recon_tf.mesh import bake_displacement, encode_displacement_png, encode_normal_map_png
+    from recon_tf.render.detail import shade_uv_maps
+    from recon_tf.render.rasterizer import interpolate, rasterize
+
+    fm, fitter = recon.face_model, recon.fitter
+    uv_mask = recon.fine.stage.layout.mask[0, ..., 0].numpy()
+    albedo_map = np.clip(outputs.albedo_map[index].numpy(), 0.0, 1.0)
+    disp_mm = outputs.displacement[index, ..., 0].numpy() * DM_TO_MM
+    normals = outputs.detail_normals[index].numpy()
+    c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
+    verts = fm.shape(c.identity, c.expression)[0].numpy() * DM_TO_MM
+    tris, uv, tri_uv = (fm.arrays[k] for k in ("triangles", "uv", "tri_uv"))
+    mesh = bake_displacement(verts, tris, uv, tri_uv, disp_mm, recon.fine.subdivisions,
+                             valid_map=uv_mask)
+    write_obj(os.path.join(out_dir, "mesh_fine.obj"), mesh[0], mesh[1], uv=mesh[2],
+              face_uv=mesh[3], texture=albedo_map, texture_name="albedo.png")
+    np.save(os.path.join(out_dir, "displacement.npy"), disp_mm.astype(np.float32))
+    disp_meta = encode_displacement_png(disp_mm, os.path.join(out_dir, "displacement.png"))
+    encode_normal_map_png(normals, os.path.join(out_dir, "normals.png"), mask=uv_mask > 0.5)
+    with open(os.path.join(out_dir, "maps.json"), "w") as f:
+        json.dump({"uv_size": int(uv_mask.shape[0]), "displacement": disp_meta,
+                   "normals": "(n + 1) / 2 per channel (R = x, G = y, B = z), face-model "
+                              "frame, outside the UV layout +z",
+                   "uv_convention": "row 0 is v = 1 (OBJ texture orientation)"}, f, indent=2)
+    camera = recon.photo_camera(face)
+    params = fitter.split(np.asarray(coeffs, np.float32)[None])
+    _, cam_v, _, _, _ = fitter.geometry(params, camera)
+    h, w = camera.image_size
+    ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, h, w)
+    front = interpolate(fitter.front_mask[None, :, None], fm.triangles, ids, bary)
+    mask = ((ids[0] >= 0).numpy() & (front[0, ..., 0].numpy() > 0.5))
+    image = shade_uv_maps(fm, ids, bary, outputs.albedo_map[index:index + 1],
+                          outputs.detail_normals[index:index + 1], params["angles"],
+                          params["light"])[0].numpy()
+    photo = face.pixels.astype(np.float32) / 255.0
+    comp = np.where(mask[..., None], np.clip(image, 0.0, 1.0), photo)
+    ow, oh = face.original_size
+    if comp.shape[:2] != (oh, ow):
+        comp = cv2.resize(comp, (ow, oh), interpolation=cv2.INTER_LINEAR)
+    save_png(os.path.join(out_dir, "render_fine.png"), comp)
+    return {"displacement_mm": {"min": float(disp_mm.min()), "max": float(disp_mm.max())}}
 
 
 def reproject(coeffs_npz: str, vertices_mm: np.ndarray) -> np.ndarray:

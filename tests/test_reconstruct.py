@@ -13,12 +13,13 @@ import pytest
 from recon_tf.assets import asset_path
 from recon_tf.export import read_obj
 from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
-from recon_tf.reconstruction import OUTPUT_FILES, reproject
+from recon_tf.reconstruction import FINE_OUTPUT_FILES, OUTPUT_FILES, reproject
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "reconstruct.py")
 FAST = ["--pose_steps=20", "--landmark_steps=60", "--photo_scales=112",
-        "--photo_steps=20", "--uv_size=128"]
+        "--photo_steps=20", "--uv_size=128", "--fine_steps=10", "--fine_uv_size=64",
+        "--subdivisions=1"]
 
 
 def _run(*args):
@@ -59,7 +60,7 @@ def test_every_input_is_reported_and_good_ones_have_all_outputs(run_dir):
     assert status["notes.png"]["reason"] == "not_an_image"
     assert summary["totals"]["ok"] == 2 and summary["totals"]["skipped"] == 3
     for stem in ("takeo", "takeo_gray"):
-        for name in OUTPUT_FILES:
+        for name in OUTPUT_FILES + FINE_OUTPUT_FILES:
             assert (out / stem / name).exists(), (stem, name)
     assert not (out / "dogs").exists()
 
@@ -122,3 +123,30 @@ def test_list_file_input_and_missing_input(tmp_path, run_dir):
     assert [e["status"] for e in summary["images"]] == ["skipped"]
     missing = _run(f"--input={tmp_path / 'absent.jpg'}", f"--output={tmp_path / 'o2'}")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def test_fine_outputs_are_consistent(run_dir):
+    from recon_tf.mesh import decode_displacement_png, decode_normal_map_png
+
+    src, out, _ = run_dir
+    d = out / "takeo"
+    meta = json.load(open(d / "maps.json"))
+    disp = np.load(d / "displacement.npy")
+    assert disp.dtype == np.float32 and disp.shape == (64, 64)
+    decoded = decode_displacement_png(str(d / "displacement.png"), meta["displacement"])
+    np.testing.assert_allclose(decoded, disp, atol=meta["displacement"]["scale"] / 65535 * 1.01)
+    normals = decode_normal_map_png(str(d / "normals.png"))
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-2)
+    fine = read_obj(str(d / "mesh_fine.obj"))
+    coarse = read_obj(str(d / "mesh_coarse.obj"))
+    fine_v, fine_f, coarse_v, coarse_f = fine.vertices, fine.faces, coarse.vertices, coarse.faces
+    assert len(fine_f) == 4 * len(coarse_f)  # one subdivision
+    np.testing.assert_allclose(fine_v[:len(coarse_v)], coarse_v, atol=1.0)  # mm, ≤ 1 mm detail
+    photo = cv2.imread(str(src / "takeo.ppm"))
+    render = cv2.imread(str(d / "render_fine.png"))
+    assert render.shape == photo.shape
+    mask = cv2.imread(str(d / "face_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    assert np.abs(render.astype(int) - photo.astype(int))[~mask].max() <= 1  # only the face
+    summary = json.load(open(out / "summary.json"))
+    entry = [e for e in summary["images"] if e["path"].endswith("takeo.ppm")][0]
+    assert set(entry["fine_loss"]) >= {"pho", "alb", "smo", "total"}

@@ -25,6 +25,7 @@ import time
 
 from absl import app, flags, logging
 
+from recon_tf.fine_losses import define_fine_loss_flags
 from recon_tf.losses import define_coarse_loss_flags
 
 FLAGS = flags.FLAGS
@@ -62,8 +63,24 @@ flags.DEFINE_float("robust_scale_px", 5.0,
                    "Geman-McClure landmark reweighting after stage 1 (224-crop px; 0 = off).")
 flags.DEFINE_list("photo_scales", ["112", "224"], "Fit stage 3: render sizes, coarse to fine.")
 flags.DEFINE_list("photo_steps", ["150", "60"], "Fit stage 3: Adam steps per scale.")
+flags.DEFINE_string("model", None, "A trained R-Net (experiments/train_coarse.py): its "
+                    "SavedModel, run directory or checkpoint. Without it, every face is fitted "
+                    "from the mean face.")
+flags.DEFINE_integer("refine_steps", 0, "With --model: photometric fitting steps from R-Net's "
+                     "prediction (0: R-Net's prediction as is).")
+flags.DEFINE_bool("fine", True, "Add the fine stage's outputs (detail albedo, displacement, "
+                  "normals, mesh_fine.obj, render_fine.png).")
+flags.DEFINE_string("fine_model", None, "Trained fine modules (experiments/train_fine.py run "
+                    "directory); without it the detail is fitted per photo.")
+flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting Adam steps (no --fine_model).")
+flags.DEFINE_integer("fine_uv_size", 256, "Side of the fine stage's UV maps.")
+flags.DEFINE_enum("wavelet_source", "uv", ["uv", "crop"], "What the wavelet encoder reads: "
+                  "the input unwrapped into UV, or the aligned crop.")
+flags.DEFINE_integer("subdivisions", 2, "Midpoint subdivisions of mesh_fine.obj (×4 "
+                     "triangles each) before the displacement is baked in.")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs already exist.")
 define_coarse_loss_flags()
+define_fine_loss_flags()
 
 
 def list_inputs(spec: str) -> list[str]:
@@ -147,14 +164,43 @@ def build_reconstructor():
     from recon_tf.landmarks import deep3d_landmark_weights
 
     weights = deep3d_landmark_weights() if FLAGS.landmark_weights == "deep3d" else None
+    predictor = None
+    if FLAGS.model:
+        from recon_tf.coarse import load_coarse_model
+
+        predictor, meta = load_coarse_model(FLAGS.model, face_model, FLAGS.camera)
+        if meta["rnet"]["image_size"] != FLAGS.image_size:
+            raise app.UsageError(f"{FLAGS.model} takes {meta['rnet']['image_size']}² crops; "
+                                 f"pass --image_size={meta['rnet']['image_size']}")
     return PhotoReconstructor(face_model, fitter, preprocessor, facemesh, FLAGS.uv_size,
-                              FLAGS.fit_features, weights)
+                              FLAGS.fit_features, weights, predictor, FLAGS.refine_steps,
+                              build_fine(face_model, identity))
+
+
+def build_fine(face_model, identity):
+    """The :class:`recon_tf.reconstruction.FineSettings` the flags describe, or None."""
+    if not FLAGS.fine:
+        return None
+    from recon_tf.fine import FineStage
+    from recon_tf.fine_losses import fine_weights_from_flags
+    from recon_tf.reconstruction import FineSettings
+
+    weights = fine_weights_from_flags(**({} if identity is not None else {"id_weight": 0.0}))
+    stage = FineStage(face_model, FLAGS.fine_uv_size, FLAGS.image_size, FLAGS.camera, weights,
+                      identity, FLAGS.wavelet_source)
+    modules = (None, None)
+    if FLAGS.fine_model:
+        from recon_tf.fine import load_fine_modules
+
+        modules = load_fine_modules(FLAGS.fine_model, face_model, FLAGS.fine_uv_size)
+    return FineSettings(stage, modules[0], modules[1], FLAGS.fine_steps, FLAGS.subdivisions)
 
 
 def _complete(out_dir: str) -> bool:
-    from recon_tf.reconstruction import OUTPUT_FILES
+    from recon_tf.reconstruction import FINE_OUTPUT_FILES, OUTPUT_FILES
 
-    return all(os.path.exists(os.path.join(out_dir, f)) for f in OUTPUT_FILES)
+    files = OUTPUT_FILES + (FINE_OUTPUT_FILES if FLAGS.fine else ())
+    return all(os.path.exists(os.path.join(out_dir, f)) for f in files)
 
 
 def _load_summary(path: str) -> dict:
@@ -176,6 +222,17 @@ def _write_summary(path: str, entries: dict, started: float) -> None:
                                                 "seconds": round(time.time() - started, 2)}},
                   f, indent=1)
     os.replace(tmp, path)
+
+
+def _fine(recon, faces: list, coeffs) -> tuple:
+    """((fine outputs, fine terms) or None, seconds)."""
+    if recon.fine is None:
+        return None, 0.0
+    from recon_tf.reconstruction import fine_details
+
+    t0 = time.time()
+    fine = fine_details(recon, faces, coeffs)
+    return fine, time.time() - t0
 
 
 def run(paths: list[str], out: str) -> dict:
@@ -212,15 +269,24 @@ def run(paths: list[str], out: str) -> dict:
         t_prep = time.time() - t0
         if prepared:
             t0 = time.time()
-            result = recon.fit([p for p, _ in prepared])
+            faces = [p for p, _ in prepared]
+            result = recon.fit(faces)
             t_fit = time.time() - t0
+            fine, t_fine = _fine(recon, faces, result.coeffs)
             for i, (face, stem) in enumerate(prepared):
                 recon.write(face, result.coeffs[i], os.path.join(out, stem))
+                if fine is not None:
+                    from recon_tf.reconstruction import write_fine
+
+                    write_fine(recon, face, result.coeffs[i], fine[0], i, os.path.join(out, stem))
                 entries[face.path] = {
-                    "path": face.path, "status": "ok", "output": stem,
+                    "path": face.path, "status": "ok", "output": stem, "method": recon.method,
                     "loss": {k: round(float(v[i]), 6) for k, v in result.terms.items()},
                     "seconds": {"prepare": round(t_prep / len(chunk), 3),
-                                "fit": round(t_fit / len(prepared), 3)},
+                                "fit": round(t_fit / len(prepared), 3),
+                                "fine": round(t_fine / len(prepared), 3)},
+                    **({} if fine is None else {"fine_loss": {
+                        k: round(float(v[i]), 6) for k, v in fine[1].items()}}),
                     **{k: v for k, v in face.info.items() if k != "note" or v}}
         done_count += len(chunk)
         _write_summary(summary_path, entries, started)

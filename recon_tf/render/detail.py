@@ -9,8 +9,8 @@ This module turns them into images:
 * :func:`pixel_uv` — every pixel's UV coordinate, interpolated from the
   per-corner UVs of the triangle covering it (so seams are respected);
 * :func:`sample_uv_map` — bilinear lookup of a UV map at those coordinates;
-* :func:`render_detailed` — per-pixel Lambertian SH shading (Eq. 5) with the
-  detailed albedo and normals.
+* :func:`render_detailed` / :func:`shade_uv_maps` — per-pixel Lambertian SH
+  shading (Eq. 5) with the detailed albedo and normals.
 
 UV maps follow :mod:`recon_tf.render.uv`: [B, S, S, C], row 0 is v = 1.
 """
@@ -95,11 +95,26 @@ def render_detailed(face_model: FaceModel, rendering: Rendering, albedo_map: tf.
     Returns:
       the detailed render, float32 [B, H, W, 3], 0 on background.
     """
-    uv = pixel_uv(face_model, rendering.triangle_ids, rendering.barycentrics)
+    return shade_uv_maps(face_model, rendering.triangle_ids, rendering.barycentrics,
+                         albedo_map, normal_map, angles, light)
+
+
+def shade_uv_maps(face_model: FaceModel, triangle_ids: tf.Tensor, barycentrics: tf.Tensor,
+                  albedo_map: tf.Tensor, normal_map: tf.Tensor, angles: tf.Tensor,
+                  light: tf.Tensor) -> tf.Tensor:
+    """:func:`render_detailed` from the rasterizer's outputs directly.
+
+    Args:
+      triangle_ids: int32 [B, H, W] (−1 background); barycentrics: float32
+        [B, H, W, 3]; the other arguments as :func:`render_detailed`.
+    Returns:
+      float32 [B, H, W, 3], 0 on background.
+    """
+    uv = pixel_uv(face_model, triangle_ids, barycentrics)
     albedo = sample_uv_map(albedo_map, uv)
     normals = _normalize(sample_uv_map(normal_map, uv))
     shape = tf.shape(normals)
     flat_n = rotate_normals(tf.reshape(normals, [shape[0], -1, 3]), angles)
     flat_a = tf.reshape(albedo, [shape[0], -1, 3])
     colors = tf.reshape(shade(flat_a, flat_n, light), shape)
-    return colors * rendering.mask
+    return colors * tf.cast(triangle_ids >= 0, tf.float32)[..., None]

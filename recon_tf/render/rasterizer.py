@@ -45,6 +45,7 @@ _module = None
 _module_path = None
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python, may first run inside a tf.function
 def _load_op_module():
     """Loads (building it if missing) the op library; returns the op module."""
     global _module, _module_path

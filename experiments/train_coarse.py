@@ -1,0 +1,272 @@
+"""Train R-Net, the coarse stage (paper §3.3), with the Eq. 6 losses.
+
+    python experiments/train_coarse.py --model_dir=runs/coarse            # default data
+    python experiments/train_coarse.py --data='/data/celeba_tfr/shard-*.tfrecord' \\
+        --eval_data='data/synthetic_eval/*.tfrecord' --backbone=vgg16 --model_dir=runs/vgg
+
+Data: TFRecords from ``tools/preprocess.py`` (aligned crops + 68 landmarks +
+skin mask) or ``tools/make_synthetic.py``. With no ``--data``, the default
+set is built once under ``$RECON_TF_CACHE/default_data``: a synthetic set
+(seed 0) plus the shared photos preprocessed, so a fresh clone trains with no
+download; held-out evaluation uses a synthetic set of another seed.
+
+Distribution: ``--strategy=auto`` uses ``MultiWorkerMirroredStrategy`` when
+``TF_CONFIG`` describes a cluster (one process per machine; each reads every
+N-th shard) and ``MirroredStrategy`` otherwise (all local GPUs, or the CPU).
+``--batch_size`` is the global batch.
+
+Run directory (``--model_dir``): checkpoints (``tf.train.CheckpointManager``,
+every ``--checkpoint_every`` steps), ``run_meta.json`` (face model, layout,
+backbone: resuming with another is refused), TensorBoard logs (scalars per
+loss term, learning rate, images/s, held-out vertex error; image grids
+input | render | overlay with target (green) and predicted (red) landmarks),
+and at the end ``saved_model/`` (signature: aligned crop → coefficients,
+vertices, 68 landmarks). Re-running the same command resumes from the last
+checkpoint (e.g. after a SIGKILL). A NaN/Inf loss or gradient stops the run
+with exit code 3, before any further checkpoint is written.
+
+Defaults: Deep3DFace's training recipe where the paper gives none (GUIDE §2):
+batch 16, Adam lr 1e-4 decayed to 2e-5, the loss weights of
+``recon_tf.losses.CoarseLossWeights``. The paper's backbone is VGG-Face based
+(``--backbone=vgg16``, needs the VGG-Face weights); the default ``resnet50``
+(Deep3DFace's) needs no download.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from recon_tf.losses import define_coarse_loss_flags  # noqa: E402
+from recon_tf.nets.rnet import BACKBONES  # noqa: E402
+from recon_tf.training import STRATEGIES  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", "runs/coarse", "Run directory: checkpoints, TensorBoard "
+                    "logs, run_meta.json, saved_model/.")
+flags.DEFINE_list("data", [], "Training TFRecord globs (default: the default data set, built "
+                  "on first use: synthetic faces + the shared photos).")
+flags.DEFINE_list("eval_data", [], "Held-out TFRecord globs with synthetic truth "
+                  "'vertices' (default: a synthetic set of another seed).")
+flags.DEFINE_enum("backbone", "resnet50", list(BACKBONES),
+                  "R-Net backbone: vgg16 (the paper's, VGG-Face weights), resnet50 "
+                  "(Deep3DFace's) or small (MobileNetV2-sized, for CPU runs).")
+flags.DEFINE_string("vggface_path", None, "VGG-Face .h5 for --backbone=vgg16 (default: "
+                    "<assets>/identity/vggface/).")
+flags.DEFINE_string("resnet_weights", None, "Optional ImageNet no-top .h5 for resnet50.")
+flags.DEFINE_integer("image_size", 224, "Side of the aligned crops.")
+flags.DEFINE_enum("camera", "perspective", ["perspective", "orthographic"],
+                  "Projection the crops were aligned for.")
+flags.DEFINE_integer("batch_size", 16, "Global batch size (Deep3DFace: 16 per GPU step).")
+flags.DEFINE_integer("steps", 100000, "Last training step.")
+flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (Deep3DFace: 1e-4).")
+flags.DEFINE_integer("lr_decay_step", 60000, "Step at which the rate drops to "
+                     "--learning_rate_late.")
+flags.DEFINE_float("learning_rate_late", 2e-5, "Rate after --lr_decay_step (Deep3DFace: 2e-5).")
+flags.DEFINE_float("clip_norm", 0.0, "Clip gradients by global norm (0: off, as Deep3DFace).")
+flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggface", "none"],
+                  "Frozen face-recognition net of L_id (none drops L_id).")
+flags.DEFINE_enum("landmark_convention", "2d", ["2d", "3d"],
+                  "Jaw contour: 2d silhouette (PFLD/iBUG data) or fixed 3d vertices (FAN).")
+flags.DEFINE_bool("augment", True, "Flip and colour-jitter training crops.")
+flags.DEFINE_integer("seed", 0, "Seed of data order and augmentation (None-like: -1).")
+flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "Distribution strategy.")
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_integer("summary_every", 20, "Steps between TensorBoard scalars.")
+flags.DEFINE_integer("image_every", 500, "Steps between TensorBoard image grids.")
+flags.DEFINE_integer("eval_every", 1000, "Steps between held-out vertex-error evaluations.")
+flags.DEFINE_integer("eval_batches", 8, "Batches of the held-out set per evaluation.")
+flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")
+flags.DEFINE_bool("export", True, "Write <model_dir>/saved_model at the end.")
+flags.DEFINE_integer("default_train_num", 512, "Synthetic faces in the default training set.")
+flags.DEFINE_integer("default_eval_num", 64, "Synthetic faces in the default held-out set.")
+flags.DEFINE_string("face_model", None, "recon_tf face-model .npz (default: ICT-FaceKit).")
+flags.DEFINE_string("assets_dir", None, "Assets root (default: $RECON_TF_ASSETS or "
+                    "../shared/assets).")
+define_coarse_loss_flags()
+
+EXIT_NON_FINITE = 3
+
+
+def training_files(face_model) -> tuple[list[str], list[str]]:
+    """(training files, held-out files): the flags' globs, or the default data."""
+    from recon_tf.data import default_sets
+
+    try:
+        return default_sets.training_files(FLAGS.data, FLAGS.eval_data, face_model,
+                                           FLAGS.image_size, FLAGS.camera, FLAGS.face_model,
+                                           FLAGS.default_train_num, FLAGS.default_eval_num)
+    except (FileNotFoundError, ValueError) as err:
+        raise app.UsageError(str(err)) from err
+
+
+def build_objective(face_model):
+    """The Eq. 6 objective (a Fitter used for its loss only)."""
+    from recon_tf.fitting import Fitter
+    from recon_tf.losses import weights_from_flags
+    from recon_tf.nets.identity import make_identity_net
+
+    overrides = {} if FLAGS.identity_net != "none" else {"id_weight": 0.0}
+    weights = weights_from_flags(face_model, fitting=False, **overrides)
+    identity = (make_identity_net(FLAGS.identity_net)
+                if FLAGS.identity_net != "none" else None)
+    return Fitter(face_model, weights, identity_net=identity, image_size=FLAGS.image_size,
+                  camera_kind=FLAGS.camera, landmark_convention=FLAGS.landmark_convention)
+
+
+def learning_rate(step):
+    """Deep3DFace's piecewise-constant rate (``--learning_rate`` then ``_late``)."""
+    import tensorflow as tf
+
+    return tf.where(step < FLAGS.lr_decay_step, FLAGS.learning_rate, FLAGS.learning_rate_late)
+
+
+class Trainer:
+    """One training run (see the module docstring); ``run`` returns the last step."""
+
+    def __init__(self, strategy, face_model, train_files, eval_files):
+        import tensorflow as tf
+
+        from recon_tf import coarse, training
+        from recon_tf.nets import rnet
+
+        self.tf, self.strategy, self.face_model = tf, strategy, face_model
+        self.chief = training.is_chief(strategy)
+        self.objective = build_objective(face_model)
+        config = rnet.rnet_config(FLAGS.backbone, face_model.layout, FLAGS.image_size)
+        self.meta = coarse.model_meta(face_model, config, FLAGS.camera)
+        with strategy.scope():
+            self.model = rnet.build_rnet(FLAGS.backbone, face_model.layout, FLAGS.image_size,
+                                         exp_bounds=face_model.exp_bounds,
+                                         vggface_path=FLAGS.vggface_path,
+                                         resnet_weights=FLAGS.resnet_weights)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.optimizer = tf.keras.optimizers.Adam(
+                learning_rate=lambda: learning_rate(self.step))
+            self.optimizer.build(self.model.trainable_variables)
+        self.stage = coarse.CoarseStage(self.model, self.objective)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                         step=self.step)
+        self.keeper = training.CheckpointKeeper(checkpoint, FLAGS.model_dir, self.meta, strategy,
+                                                FLAGS.keep_checkpoints)
+        restored = self.keeper.restore()
+        if restored:
+            logging.info("resumed from %s (step %d)", restored, int(self.step.numpy()))
+        self.train_files, self.eval_files = train_files, eval_files
+        self.train_step = coarse.make_train_step(self.stage, self.optimizer, strategy,
+                                                 FLAGS.batch_size, FLAGS.clip_norm)
+        log_dir = os.path.join(FLAGS.model_dir, "train")
+        self.writer = (tf.summary.create_file_writer(log_dir) if self.chief
+                       else tf.summary.create_noop_writer())
+
+    def _datasets(self):
+        from recon_tf.coarse import mark_landmark_source
+        from recon_tf.data.pipeline import make_dataset
+        from recon_tf.training import strip_strings
+
+        replicas = self.strategy.num_replicas_in_sync
+        if FLAGS.batch_size % replicas:
+            raise app.UsageError(f"--batch_size={FLAGS.batch_size} is not a multiple of the "
+                                 f"{replicas} replicas")
+        seed = None if FLAGS.seed < 0 else FLAGS.seed + int(self.step.numpy())
+
+        def make(context):
+            ds = make_dataset(self.train_files, context.get_per_replica_batch_size(
+                FLAGS.batch_size), training=True, image_size=FLAGS.image_size,
+                augment=FLAGS.augment, seed=seed, input_context=context)
+            return ds.map(mark_landmark_source).map(strip_strings)
+
+        train = self.strategy.distribute_datasets_from_function(make)
+        preview = next(iter(make_dataset(self.train_files, 4, training=False,
+                                         image_size=FLAGS.image_size).map(mark_landmark_source)))
+        evals = None
+        if self.eval_files:
+            evals = make_dataset(self.eval_files, 8, training=False, image_size=FLAGS.image_size,
+                                 extra_names=("vertices",)).take(FLAGS.eval_batches)
+        return train, preview, evals
+
+    def _summaries(self, step: int, out: dict, rate: float, preview, evals) -> None:
+        tf = self.tf
+        from recon_tf import coarse
+
+        with self.writer.as_default(step=step):
+            if step % FLAGS.summary_every == 0:
+                for key, value in out.items():
+                    tf.summary.scalar(f"loss/{key}" if key != "grad_norm" else key, value)
+                tf.summary.scalar("learning_rate", learning_rate(self.step))
+                tf.summary.scalar("images_per_second", rate)
+            if FLAGS.image_every and step % FLAGS.image_every == 0 and self.chief:
+                tf.summary.image("input_render_overlay", self.stage.preview(preview))
+            if evals is not None and FLAGS.eval_every and step % FLAGS.eval_every == 0:
+                ours, mean = coarse.vertex_errors(self.model, self.face_model, evals)
+                tf.summary.scalar("eval/vertex_error_mm", ours)
+                tf.summary.scalar("eval/mean_face_vertex_error_mm", mean)
+                logging.info("step %d: held-out vertex error %.3f mm (mean face %.3f mm)",
+                             step, ours, mean)
+
+    def run(self) -> int:
+        from recon_tf import coarse, training
+
+        train, preview, evals = self._datasets()
+        step = training.train_loop(
+            self.train_step, iter(train), self.step, FLAGS.steps, FLAGS.batch_size,
+            self.keeper, FLAGS.checkpoint_every, FLAGS.log_every_s,
+            lambda step, out, rate: self._summaries(step, out, rate, preview, evals))
+        if evals is not None:
+            ours, mean = coarse.vertex_errors(self.model, self.face_model, evals)
+            logging.info("final held-out vertex error %.3f mm (mean face %.3f mm)", ours, mean)
+        if FLAGS.export:
+            self.export()
+        self.writer.flush()
+        return step
+
+    def export(self) -> str:
+        import shutil
+
+        from recon_tf import coarse, training
+
+        path = training.export_path(FLAGS.model_dir, self.strategy)
+        coarse.export_saved_model(self.model, self.objective, path, self.meta)
+        if not self.chief:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            logging.info("exported %s", path)
+        return path
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from recon_tf import training
+
+    strategy = training.make_strategy(FLAGS.strategy)  # first: starts the collective runtime
+    from bfm import load_default_face_model
+    from recon_tf import assets
+    from recon_tf.face_model import load_face_model
+
+    if FLAGS.assets_dir:
+        assets.set_assets_dir(FLAGS.assets_dir)
+    face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
+                  else load_default_face_model())
+    train_files, eval_files = training_files(face_model)
+    logging.info("%d training shards, %d held-out shards, %d replicas", len(train_files),
+                 len(eval_files), strategy.num_replicas_in_sync)
+    start = time.time()
+    trainer = Trainer(strategy, face_model, train_files, eval_files)
+    try:
+        step = trainer.run()
+    except training.NonFiniteLossError as e:
+        logging.error("%s", e)
+        sys.exit(EXIT_NON_FINITE)
+    logging.info("finished at step %d in %.0f s", step, time.time() - start)
+
+
+if __name__ == "__main__":
+    app.run(main)
