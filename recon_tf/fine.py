@@ -43,6 +43,7 @@ from recon_tf.render.detail import displace, shade_uv_maps
 from recon_tf.render.uv import attributes_to_uv, rasterize_uv_layout, unwrap_image
 
 WAVELET_SOURCES = ("uv", "crop")
+FIT_MIN_FACING = 0.5  # per-photo fine fitting: only texels within 60° of facing the camera
 
 
 class FineInputs(NamedTuple):
@@ -62,6 +63,8 @@ class FineInputs(NamedTuple):
         coarse rasterization of the crop.
       front: float32 [B, S, S, 1], pixels covered by the front face.
       angles: float32 [B, 3]; light: float32 [B, 27].
+      facing: float32 [B, U, U, 1], camera-space n_z of the coarse surface (1:
+        facing the camera, 0: grazing).
     """
 
     texture: tf.Tensor
@@ -77,6 +80,7 @@ class FineInputs(NamedTuple):
     front: tf.Tensor
     angles: tf.Tensor
     light: tf.Tensor
+    facing: tf.Tensor
 
 
 class FineOutputs(NamedTuple):
@@ -86,7 +90,8 @@ class FineOutputs(NamedTuple):
       albedo_map: float32 [B, U, U, 3] in [0, 1].
       displacement: float32 [B, U, U, 1], decimetres, + outward.
       detail_normals: float32 [B, U, U, 3], unit, model space.
-      image: float32 [B, S, S, 3], the fine render (0 off the face).
+      image: float32 [B, S, S, 3], the fine render clipped to [0, 1] as a
+        camera records it (0 off the face).
     """
 
     albedo_map: tf.Tensor
@@ -148,14 +153,15 @@ class FineStage:
                                       pix[..., 3:4], self.layout)
         increment = tf.clip_by_value((texture - rendered_uv) * visible, -1.0, 1.0)
         model_normals = fm.vertex_normals(verts)
-        maps = attributes_to_uv(tf.concat([albedo, verts, model_normals], -1), self.layout)
+        maps = attributes_to_uv(tf.concat([albedo, verts, model_normals, normals[..., 2:3]],
+                                          -1), self.layout)
         normal_map = tf.math.l2_normalize(maps[..., 6:9], axis=-1)
         module_texture = texture
         if self.wavelet_source == "crop":
             module_texture = tf.image.resize(images, [self.uv_size, self.uv_size], "area")
         return FineInputs(texture, visible, increment, tf.clip_by_value(maps[..., :3], 0, 1),
                           maps[..., 3:6], normal_map, self.layout.mask, module_texture, ids,
-                          bary, front, params["angles"], params["light"])
+                          bary, front, params["angles"], params["light"], maps[..., 9:10])
 
     # ------------------------------------------------------------ outputs
     def predict(self, inputs: FineInputs, albedo_module=None, displacement_module=None,
@@ -179,7 +185,9 @@ class FineStage:
                               inputs.uv_mask)
         image = shade_uv_maps(self.face_model, inputs.triangle_ids, inputs.barycentrics,
                               albedo_map, normals, inputs.angles, inputs.light)
-        return FineOutputs(albedo_map, displacement, normals, image)
+        # A camera saturates: over-exposed shading is compared as the photo records it
+        # (no gradient there), so detail is not invented to darken it.
+        return FineOutputs(albedo_map, displacement, normals, tf.clip_by_value(image, 0.0, 1.0))
 
     def terms(self, inputs: FineInputs, outputs: FineOutputs, images: tf.Tensor,
               skin_mask: tf.Tensor, id_target: tf.Tensor | None = None) -> dict:
@@ -209,14 +217,19 @@ class FineStage:
 
     # ------------------------------------------------------------ per-photo fitting
     def fit(self, inputs: FineInputs, images: tf.Tensor, skin_mask: tf.Tensor,
-            steps: int = 100, lr_displacement: float = 5e-4, lr_albedo: float = 5e-3,
-            use_albedo: bool = True, use_displacement: bool = True) -> tuple[FineOutputs, dict]:
+            steps: int = 100, lr_displacement: float = 2e-5, lr_albedo: float = 2e-4,
+            use_albedo: bool = True, use_displacement: bool = True,
+            min_facing: float = FIT_MIN_FACING) -> tuple[FineOutputs, dict]:
         """Per-photo fine fitting: optimise D and an albedo detail map directly.
 
         For when no trained modules are at hand. Starting from D = 0 and the
-        coarse albedo, Adam minimises Eq. 11 over a displacement map and an
-        additive albedo detail, both multiplied by the visibility mask so that
-        only texels where the unwrapped input is visible change.
+        coarse albedo, gradient descent with momentum (on each map's gradient
+        divided by its RMS, so weakly constrained texels move little, unlike
+        per-texel Adam) minimises Eq. 11 over a displacement map and an
+        additive albedo detail. Both are multiplied by a fit mask: texels where
+        the unwrapped input is visible and the surface faces the camera
+        (n_z ≥ ``min_facing``; at grazing angles many texels share a pixel and
+        the detail is not observed).
 
         Returns:
           (the fitted :class:`FineOutputs`, final Eq. 11 terms as numpy [B]).
@@ -225,15 +238,17 @@ class FineStage:
         shape = [batch, self.uv_size, self.uv_size]
         disp = tf.Variable(tf.zeros(shape + [1]))
         detail = tf.Variable(tf.zeros(shape + [3]))
-        groups = ([(disp, tf.keras.optimizers.Adam(lr_displacement))] if use_displacement
-                  else []) + ([(detail, tf.keras.optimizers.Adam(lr_albedo))] if use_albedo
-                              else [])
+        groups = ([(disp, tf.keras.optimizers.SGD(lr_displacement, momentum=0.9))]
+                  if use_displacement else []) + (
+            [(detail, tf.keras.optimizers.SGD(lr_albedo, momentum=0.9))] if use_albedo else [])
         variables = [v for v, _ in groups]
         id_target = self.id_target(images)
 
+        fit_mask = inputs.visible * tf.cast(inputs.facing >= min_facing, tf.float32)
+
         def outputs() -> FineOutputs:
-            albedo = tf.clip_by_value(inputs.coarse_albedo + detail * inputs.visible, 0.0, 1.0)
-            return self.render(inputs, albedo * inputs.uv_mask, disp * inputs.visible)
+            albedo = tf.clip_by_value(inputs.coarse_albedo + detail * fit_mask, 0.0, 1.0)
+            return self.render(inputs, albedo * inputs.uv_mask, disp * fit_mask)
 
         @tf.function
         def step():
@@ -242,7 +257,8 @@ class FineStage:
                 total = tf.reduce_sum(terms["total"])
             grads = tape.gradient(total, variables)
             for grad, (var, optimizer) in zip(grads, groups):
-                optimizer.apply_gradients([(grad, var)])
+                rms = tf.sqrt(tf.reduce_mean(tf.square(grad), axis=[1, 2, 3], keepdims=True))
+                optimizer.apply_gradients([(grad / (rms + 1e-12), var)])
             return terms
 
         for _ in range(steps if variables else 0):

@@ -25,6 +25,11 @@ file                        content
                             the 68 landmarks' vertex ids
 ==========================  ====================================================
 
+With :class:`FineSettings` (:func:`fine_details`, :func:`write_fine`) the fine
+stage adds ``mesh_fine.obj`` (+ ``.mtl``, ``albedo.png``), ``displacement.npy``
+(float32 mm), ``displacement.png`` + ``maps.json`` (16-bit, offset/scale),
+``normals.png`` ((n + 1)/2, face-model frame) and ``render_fine.png``.
+
 Re-projecting the mesh onto the photo from ``coeffs.npz`` (perspective):
 ``X = R v / 100 + t`` (v in mm, X in decimetres), then
 ``u = cx + focal · X_x / (camera_distance − X_z)``,

@@ -1,4 +1,4 @@
-"""The main job: reconstruct 3D faces from photos by per-photo fitting.
+"""The main job: reconstruct detailed 3D faces from photos.
 
     python tools/reconstruct.py --input=<photo | folder | list file> --output=<dir>
 
@@ -8,7 +8,12 @@ the coarse losses of Eq. 6–10 (:mod:`recon_tf.fitting`). Each image gets
 ``<dir>/<stem>/`` with ``mesh_coarse.obj`` (+ ``.mtl``, ``albedo_coarse.png``),
 ``mesh_neutral.obj``, ``render_coarse.png``, ``face_mask.png``,
 ``landmarks68.txt``, ``now_landmarks.txt`` and ``coeffs.npz`` (see
-:mod:`recon_tf.reconstruction`). ``<dir>/summary.json`` records every input:
+:mod:`recon_tf.reconstruction`). With a trained R-Net (``--model``) its
+prediction replaces the fit (``--refine_steps`` fitting steps may follow). The
+fine stage (``--fine``, default on) adds ``mesh_fine.obj``, ``albedo.png``,
+``displacement.npy``/``.png`` + ``maps.json``, ``normals.png`` and
+``render_fine.png``, from trained modules (``--fine_model``) or per-photo fine
+fitting. ``<dir>/summary.json`` records every input:
 ``ok`` with its loss terms and timings, or ``skipped`` with the reason (no
 face, corrupt or non-image bytes, ...). A file that fails never stops the run;
 a re-run skips images whose outputs are complete (``--overwrite`` redoes them).

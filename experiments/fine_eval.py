@@ -1,0 +1,108 @@
+"""Fine-stage evidence on held-out synthetic faces with known wrinkle displacement.
+
+    python experiments/fine_eval.py                          # per-photo fine fitting
+    python experiments/fine_eval.py --fine_model=runs/fine   # trained modules
+
+Each held-out synthetic face (seed ``--synthetic_seed``, procedural wrinkles
+and pores in its displacement map, albedo detail, random light and pose) is
+refined from its *true* coarse coefficients, so the fine stage is measured on
+its own. Scores, over the texels where the face is visible and facing the
+camera (n_z ≥ 0.5):
+
+* displacement error (mm, mean absolute) of the result, of a zero map and of
+  the training set's mean displacement map (seed 0, ``--mean_samples`` maps);
+* Pearson correlation of the result with the true displacement;
+* PSNR (0–255) of the coarse and the fine render over the rendered front
+  face ∩ the skin mask.
+
+Writes ``<output>/fine_eval.md`` and prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_synthetic", 16, "Held-out synthetic faces.")
+flags.DEFINE_integer("synthetic_seed", 1001, "Seed of the held-out faces.")
+flags.DEFINE_integer("mean_samples", 64, "Training displacement maps (seed 0) in the mean map.")
+flags.DEFINE_integer("uv_size", 128, "UV size of the truth and the fine stage.")
+flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting steps (no --fine_model).")
+flags.DEFINE_string("fine_model", None, "A train_fine.py run directory (else fitting).")
+flags.DEFINE_integer("batch_size", 4, "Faces refined together.")
+flags.DEFINE_string("output", "outputs/fine_eval", "Output directory.")
+
+
+def psnr(image: np.ndarray, render: np.ndarray, mask: np.ndarray) -> float:
+    mse = np.mean((image.astype(np.float64) - render.astype(np.float64))[mask] ** 2) * 255 ** 2
+    return float(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import tensorflow as tf
+
+    from bfm import load_default_face_model
+    from recon_tf.data.synthetic import SyntheticConfig, SyntheticRenderer
+    from recon_tf.fine import FineStage, displacement_error_mm, load_fine_modules
+    from recon_tf.fine_losses import FineLossWeights
+
+    fm = load_default_face_model()
+    renderer = SyntheticRenderer(fm, SyntheticConfig(uv_size=FLAGS.uv_size))
+    mean_map = np.mean([renderer.sample(0, i)["displacement"]
+                        for i in range(FLAGS.mean_samples)], axis=0)[..., None]
+    stage = FineStage(fm, FLAGS.uv_size, weights=FineLossWeights(id_weight=0.0))
+    modules = (None, None)
+    if FLAGS.fine_model:
+        modules = load_fine_modules(FLAGS.fine_model, fm, FLAGS.uv_size)[:2]
+    rows = []
+    for start in range(0, FLAGS.num_synthetic, FLAGS.batch_size):
+        idx = range(start, min(start + FLAGS.batch_size, FLAGS.num_synthetic))
+        rendered = renderer.render([renderer.sample(FLAGS.synthetic_seed, i) for i in idx])
+        images = tf.constant(np.stack([r["image"] for r in rendered]).astype(np.float32) / 255)
+        skin = tf.constant((np.stack([r["mask"] for r in rendered])[..., None] > 0)
+                           .astype(np.float32))
+        inputs = stage.prepare(tf.constant(np.stack([r["coeffs"] for r in rendered])), images)
+        coarse = stage.render(inputs, inputs.coarse_albedo, tf.zeros_like(inputs.visible))
+        if FLAGS.fine_model:
+            albedo, disp = stage.predict(inputs, *modules)
+            fine = stage.render(inputs, albedo, disp)
+        else:
+            fine, _ = stage.fit(inputs, images, skin, FLAGS.fine_steps)
+        scored = (inputs.visible.numpy() > 0.5) & (inputs.facing.numpy() >= 0.5)
+        face = (inputs.front * skin).numpy()[..., 0] > 0.5
+        for j, r in enumerate(rendered):
+            truth = r["displacement"]
+            err, corr = displacement_error_mm(fine.displacement[j].numpy(), truth, scored[j])
+            rows.append({
+                "err": err, "corr": corr,
+                "zero": displacement_error_mm(np.zeros_like(truth), truth, scored[j])[0],
+                "mean_map": displacement_error_mm(mean_map, truth, scored[j])[0],
+                "psnr_coarse": psnr(images[j].numpy(), coarse.image[j].numpy(), face[j]),
+                "psnr_fine": psnr(images[j].numpy(), fine.image[j].numpy(), face[j])})
+    m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    method = f"trained modules ({FLAGS.fine_model})" if FLAGS.fine_model else (
+        f"per-photo fine fitting, {FLAGS.fine_steps} steps")
+    text = "\n".join([
+        f"Fine stage on {len(rows)} held-out synthetic faces (seed {FLAGS.synthetic_seed}, "
+        f"true coarse coefficients, UV {FLAGS.uv_size}²): {method}.", "",
+        "| displacement error mm: result | zero map | training mean map | correlation "
+        "with truth | PSNR coarse dB | PSNR fine dB |", "|---|---|---|---|---|---|",
+        f"| {m['err']:.4f} | {m['zero']:.4f} | {m['mean_map']:.4f} | {m['corr']:.3f} | "
+        f"{m['psnr_coarse']:.2f} | {m['psnr_fine']:.2f} |", "",
+        f"Positive correlation on {sum(r['corr'] > 0 for r in rows)} of {len(rows)} faces; "
+        f"error below the mean map on {sum(r['err'] < r['mean_map'] for r in rows)}."])
+    print(text)
+    os.makedirs(FLAGS.output, exist_ok=True)
+    with open(os.path.join(FLAGS.output, "fine_eval.md"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
