@@ -57,7 +57,7 @@ flags.DEFINE_list("eval_data", [], "Held-out TFRecord globs with synthetic truth
                   "'vertices' (default: a synthetic set of another seed).")
 flags.DEFINE_enum("backbone", "resnet50", list(BACKBONES),
                   "R-Net backbone: vgg16 (the paper's, VGG-Face weights), resnet50 "
-                  "(Deep3DFace's) or small (MobileNetV2-sized, for CPU runs).")
+                  "(Deep3DFace's) or small (a BatchNorm-free CNN for CPU runs).")
 flags.DEFINE_string("vggface_path", None, "VGG-Face .h5 for --backbone=vgg16 (default: "
                     "<assets>/identity/vggface/).")
 flags.DEFINE_string("resnet_weights", None, "Optional ImageNet no-top .h5 for resnet50.")

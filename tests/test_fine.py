@@ -107,7 +107,7 @@ def test_modules_train_in_the_loop(face_model, synthetic):
         assert float(norm) > 0
         for v, g in zip(variables, grads):
             if g is not None:
-                v.assign_sub(1e-3 * g / norm)
+                v.assign_sub(1e-4 * g / norm)
         assert float(loss()) < float(before)
     nonzero = [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads]
     split = len(albedo.trainable_variables)

@@ -157,3 +157,31 @@ def test_config_round_trip():
     assert rnet.layout_from_config(config) == layout
     with pytest.raises(ValueError, match="total"):
         rnet.layout_from_config({**config, "total": 221})
+
+
+def test_batchnorm_statistics_track_quickly():
+    """Backbones with BatchNorm use BN_MOMENTUM (not 0.999, which lags in short runs); the
+    small CPU backbone has no BatchNorm, so inference computes what training did."""
+    from recon_tf.coeffs import CoeffLayout
+    from recon_tf.nets.rnet import BN_MOMENTUM, backbone, build_rnet
+
+    layout = CoeffLayout(id_dim=4, exp_dim=3, tex_dim=2)
+    small = build_rnet("small", layout, 64)
+    assert not [layer for layer in backbone(small).layers
+                if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    head = small.get_layer("coeffs")
+    head.kernel.assign(tf.random.normal(head.kernel.shape))
+    images = tf.random.uniform([4, 64, 64, 3])
+    out = small(images, training=False).numpy()
+    np.testing.assert_allclose(small(images, training=True), out, rtol=1e-5, atol=1e-5)
+    assert out.std(axis=0).mean() > 1e-3  # different images, different coefficients
+    model = build_rnet("resnet50", layout, 64)
+    norms = [layer for layer in backbone(model).layers
+             if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == BN_MOMENTUM for layer in norms)
+    assert BN_MOMENTUM <= 0.99
+    before = [v.numpy().copy() for v in norms[0].non_trainable_variables]
+    model(tf.random.uniform([4, 64, 64, 3]), training=True)
+    after = [v.numpy() for v in norms[0].non_trainable_variables]
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(after, before))
+    assert moved > 0.0

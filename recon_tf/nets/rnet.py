@@ -13,7 +13,13 @@ with one of :data:`BACKBONES`:
   average), weights from the keras-vggface ``.h5`` (see :mod:`recon_tf.nets.vggface`);
 * ``"resnet50"``: Keras' ResNet50 without top, average pooled (Deep3DFace's
   choice), optionally loading an ImageNet no-top ``.h5``;
-* ``"small"``: MobileNetV2 with width 0.5, average pooled, for CPU runs.
+* ``"small"``: a plain CNN for CPU runs (≈1.6 M parameters; five stride-2
+  stages of two 3×3 convolutions with LeakyReLU, 32–256 channels, average
+  pooled). It has no BatchNorm on purpose: with the small batches and short
+  runs of a CPU, Keras' MobileNetV2 (our first choice) predicted one and the
+  same face for every image in inference mode after 250–500 steps, because
+  its moving BatchNorm statistics lagged the batch statistics training saw;
+  without normalisation, training and inference compute the same function.
 
 The head is zero-initialised (kernel and bias), so an untrained R-Net outputs
 all zeros: the library's mean face, facing the camera, lit by the ambient term
@@ -30,6 +36,10 @@ from recon_tf.assets import require_file
 from recon_tf.coeffs import CoeffLayout
 from recon_tf.nets import vggface
 
+# BatchNorm momentum of the backbones that have BatchNorm (ResNet-50's own value; Keras'
+# MobileNetV2 uses 0.999, whose moving statistics lag far behind in short runs).
+BN_MOMENTUM = 0.99
+SMALL_FILTERS = (32, 64, 128, 256, 256)
 BACKBONES = ("vgg16", "resnet50", "small")
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 """Keras 'caffe' preprocessing means, BGR order, for inputs in [0, 255]."""
@@ -115,6 +125,20 @@ def _vgg16_backbone(image_size: int, path: str | None) -> tf.keras.Model:
     return tf.keras.Model(vgg.input, vgg.output, name="backbone")
 
 
+def _small_backbone(shape: tuple[int, int, int]) -> tf.keras.Model:
+    """The BatchNorm-free CPU backbone (see the module docstring): [B, S, S, 3] in
+    [−1, 1] → [B, SMALL_FILTERS[-1]] average-pooled features."""
+    x = inputs = tf.keras.Input(shape)
+    for level, filters in enumerate(SMALL_FILTERS):
+        for k, strides in enumerate((2, 1)):
+            x = tf.keras.layers.Conv2D(filters, 3, strides, padding="same",
+                                       kernel_initializer="he_normal",
+                                       name=f"block{level}_conv{k}")(x)
+            x = tf.keras.layers.LeakyReLU(0.2, name=f"block{level}_act{k}")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return tf.keras.Model(inputs, x, name="backbone")
+
+
 def _build_backbone(backbone: str, image_size: int, vggface_path: str | None,
                     resnet_weights: str | None, pretrained: bool = True) -> tf.keras.Model:
     shape = (image_size, image_size, 3)
@@ -134,8 +158,7 @@ def _build_backbone(backbone: str, image_size: int, vggface_path: str | None,
         return tf.keras.applications.ResNet50(include_top=False, weights=resnet_weights,
                                               input_shape=shape, pooling="avg",
                                               name="backbone")
-    return tf.keras.applications.MobileNetV2(input_shape=shape, alpha=0.5, include_top=False,
-                                             weights=None, pooling="avg", name="backbone")
+    return _small_backbone(shape)
 
 
 def build_rnet(backbone: str, layout: CoeffLayout, image_size: int = 224,
@@ -178,6 +201,9 @@ def build_rnet(backbone: str, layout: CoeffLayout, image_size: int = 224,
             raise ValueError(f"exp_bounds must be [n >= {layout.exp_dim}, 2], "
                              f"got {exp_bounds.shape}")
     net = _build_backbone(backbone, image_size, vggface_path, resnet_weights, pretrained)
+    for layer in net.layers:  # see BN_MOMENTUM
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     images = tf.keras.Input((image_size, image_size, 3), name="image")
     x = _Preprocess(_PREPROCESS[backbone], name="preprocess")(images)
     x = net(x)
