@@ -83,8 +83,10 @@ def _check_even(images: tf.Tensor) -> tf.Tensor:
         _check_even_shape(images.shape)
     if images.shape.rank is None or None in images.shape[1:3]:
         hw = tf.shape(images)[1:3]
-        tf.debugging.assert_equal(hw % 2, tf.zeros_like(hw),
-                                  message="Haar transform needs even height and width")
+        check = tf.debugging.assert_equal(hw % 2, tf.zeros_like(hw),
+                                          message="Haar transform needs even height and width")
+        with tf.control_dependencies([check]):  # before the transform's own shape error
+            return tf.identity(images)
     return images
 
 

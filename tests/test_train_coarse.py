@@ -382,7 +382,7 @@ def test_multi_worker_mirrored_training(syn_glob, tmp_path):
         assert set(worker["first_paths"].tolist()) <= _source_paths(shard)
 
     trainable = [f"w{j:04d}" for j in single["trainable_index"]]
-    assert len(trainable) > 100
+    assert len(trainable) >= 20  # the small backbone's 10 convolutions + the head
     # The all-reduce kept the workers' trainable weights in sync ...
     for key in trainable:
         np.testing.assert_allclose(w0[key], w1[key], rtol=0, atol=1e-6, err_msg=key)
