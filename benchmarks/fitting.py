@@ -8,7 +8,8 @@ apart: one warm-up photo is reconstructed first, then ``--photos`` photos from
 FaceMesh, alignment, skin mask; fit; write = outputs), once one photo at a time
 and once as one batch. The fit schedule and weights are the main job's
 defaults (flags of tools/reconstruct.py apply). Last line:
-``RESULT fit_s_per_photo=<x>`` (one photo at a time, all stages).
+``RESULT fit_s_per_photo=<x> fine_fit_s_per_photo=<y>`` (one photo at a time; x: every
+coarse stage, y: the fine stage's per-photo fitting, timed apart).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ flags.DEFINE_integer("photos", 4, "Photos timed.")
 
 
 def _time_photos(recon, paths: list[str], out: str, batch: int) -> dict:
-    totals = {"prepare": 0.0, "fit": 0.0, "write": 0.0}
+    from recon_tf.reconstruction import fine_details, write_fine
+
+    totals = {"prepare": 0.0, "fit": 0.0, "fine": 0.0, "write": 0.0}
     for start in range(0, len(paths), batch):
         t0 = time.perf_counter()
         faces = [recon.prepare(p) for p in paths[start:start + batch]]
@@ -37,12 +40,16 @@ def _time_photos(recon, paths: list[str], out: str, batch: int) -> dict:
         t1 = time.perf_counter()
         result = recon.fit(faces)
         t2 = time.perf_counter()
+        fine = fine_details(recon, faces, result.coeffs)[0] if recon.fine else None
+        t3 = time.perf_counter()
         for i, f in enumerate(faces):
             recon.write(f, result.coeffs[i], os.path.join(out, f"{start + i}"))
-        t3 = time.perf_counter()
+            if fine is not None:
+                write_fine(recon, f, result.coeffs[i], fine, i, os.path.join(out, f"{start + i}"))
         totals["prepare"] += t1 - t0
         totals["fit"] += t2 - t1
-        totals["write"] += t3 - t2
+        totals["fine"] += t3 - t2
+        totals["write"] += time.perf_counter() - t3
     return {k: v / len(paths) for k, v in totals.items()}
 
 
@@ -65,12 +72,14 @@ def main(argv: list[str]) -> None:
     single = _time_photos(recon, timed, out, 1)
     batched = _time_photos(recon, timed, out, len(timed))
     print(f"start-up: load {t_load:.1f} s, first photo (tracing) {t_warm:.1f} s")
-    print(f"{'mode':<18}{'prepare s':>10}{'fit s':>8}{'write s':>9}{'total s/photo':>15}")
+    print(f"{'mode':<18}{'prepare s':>10}{'fit s':>8}{'fine s':>8}{'write s':>9}"
+          f"{'total s/photo':>15}")
     for label, t in (("one at a time", single), (f"batch of {len(timed)}", batched)):
-        print(f"{label:<18}{t['prepare']:>10.2f}{t['fit']:>8.2f}{t['write']:>9.2f}"
-              f"{sum(t.values()):>15.2f}")
+        print(f"{label:<18}{t['prepare']:>10.2f}{t['fit']:>8.2f}{t['fine']:>8.2f}"
+              f"{t['write']:>9.2f}{sum(t.values()):>15.2f}")
     print(f"batched / single fit time ratio: {batched['fit'] / single['fit']:.2f}")
-    print(f"RESULT fit_s_per_photo={sum(single.values()):.2f}")
+    coarse = sum(v for k, v in single.items() if k != "fine")
+    print(f"RESULT fit_s_per_photo={coarse:.2f} fine_fit_s_per_photo={single['fine']:.2f}")
 
 
 if __name__ == "__main__":
