@@ -167,15 +167,22 @@ class FineStage:
     def predict(self, inputs: FineInputs, albedo_module=None, displacement_module=None,
                 training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(detailed albedo map, displacement) from the modules; a missing module
-        gives the coarse albedo map / D = 0 (the Table 5 ablations)."""
+        gives the coarse albedo map / D = 0 (the Table 5 ablations).
+
+        Where the input is not visible (occluded, turned away, outside the
+        photo) nothing was observed, so the maps fall back to the coarse albedo
+        and D = 0 there: no background or occluder can be baked into them.
+        """
         albedo = inputs.coarse_albedo
         if albedo_module is not None:
-            albedo = albedo_module({"coarse_albedo": inputs.coarse_albedo,
+            detail = albedo_module({"coarse_albedo": inputs.coarse_albedo,
                                     "texture": inputs.module_texture}, training=training)
+            albedo = inputs.visible * detail + (1.0 - inputs.visible) * inputs.coarse_albedo
         disp = tf.zeros_like(inputs.visible)
         if displacement_module is not None:
             disp = displacement_module({"increment": inputs.increment,
                                         "texture": inputs.module_texture}, training=training)
+            disp = disp * inputs.visible
         return albedo * inputs.uv_mask, disp * inputs.uv_mask
 
     def render(self, inputs: FineInputs, albedo_map: tf.Tensor, displacement: tf.Tensor

@@ -113,8 +113,13 @@ def test_modules_train_in_the_loop(face_model, synthetic):
     split = len(albedo.trainable_variables)
     # beyond the heads (kernel + bias), the encoders and decoders of both modules learn
     assert sum(nonzero[:split]) > 4 and sum(nonzero[split:]) > 4
-    _, d = stage.predict(inputs, albedo, disp)
+    a, d = stage.predict(inputs, albedo, disp)
     assert np.abs(d.numpy()).max() > 0.0
+    unseen = np.broadcast_to(inputs.visible.numpy() < 0.5, d.shape)
+    assert np.abs(d.numpy()[unseen]).max() == 0.0  # nothing observed: no displacement
+    unseen3 = np.broadcast_to(unseen, a.shape)
+    np.testing.assert_allclose(a.numpy()[unseen3], (inputs.coarse_albedo * inputs.uv_mask)
+                               .numpy()[unseen3], atol=1e-6)  # and the coarse albedo
 
 
 def test_displacement_error_and_correlation():
