@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from absl import app, flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import _common  # noqa: E402  (experiments/_common.py: what the training scripts share)
 
 from recon_tf.losses import define_coarse_loss_flags  # noqa: E402
 from recon_tf.nets.rnet import BACKBONES  # noqa: E402
@@ -93,19 +94,6 @@ flags.DEFINE_string("assets_dir", None, "Assets root (default: $RECON_TF_ASSETS 
                     "../shared/assets).")
 define_coarse_loss_flags()
 
-EXIT_NON_FINITE = 3
-
-
-def training_files(face_model) -> tuple[list[str], list[str]]:
-    """(training files, held-out files): the flags' globs, or the default data."""
-    from recon_tf.data import default_sets
-
-    try:
-        return default_sets.training_files(FLAGS.data, FLAGS.eval_data, face_model,
-                                           FLAGS.image_size, FLAGS.camera, FLAGS.face_model,
-                                           FLAGS.default_train_num, FLAGS.default_eval_num)
-    except (FileNotFoundError, ValueError) as err:
-        raise app.UsageError(str(err)) from err
 
 
 def build_objective(face_model):
@@ -167,42 +155,14 @@ class Trainer:
         self.writer = (tf.summary.create_file_writer(log_dir) if self.chief
                        else tf.summary.create_noop_writer())
 
-    def _datasets(self):
-        from recon_tf.coarse import mark_landmark_source
-        from recon_tf.data.pipeline import make_dataset
-        from recon_tf.training import strip_strings
-
-        replicas = self.strategy.num_replicas_in_sync
-        if FLAGS.batch_size % replicas:
-            raise app.UsageError(f"--batch_size={FLAGS.batch_size} is not a multiple of the "
-                                 f"{replicas} replicas")
-        seed = None if FLAGS.seed < 0 else FLAGS.seed + int(self.step.numpy())
-
-        def make(context):
-            ds = make_dataset(self.train_files, context.get_per_replica_batch_size(
-                FLAGS.batch_size), training=True, image_size=FLAGS.image_size,
-                augment=FLAGS.augment, seed=seed, input_context=context)
-            return ds.map(mark_landmark_source).map(strip_strings)
-
-        train = self.strategy.distribute_datasets_from_function(make)
-        preview = next(iter(make_dataset(self.train_files, 4, training=False,
-                                         image_size=FLAGS.image_size).map(mark_landmark_source)))
-        evals = None
-        if self.eval_files:
-            evals = make_dataset(self.eval_files, 8, training=False, image_size=FLAGS.image_size,
-                                 extra_names=("vertices",)).take(FLAGS.eval_batches)
-        return train, preview, evals
-
     def _summaries(self, step: int, out: dict, rate: float, preview, evals) -> None:
         tf = self.tf
         from recon_tf import coarse
 
         with self.writer.as_default(step=step):
             if step % FLAGS.summary_every == 0:
-                for key, value in out.items():
-                    tf.summary.scalar(f"loss/{key}" if key != "grad_norm" else key, value)
+                _common.write_scalars(out, rate)
                 tf.summary.scalar("learning_rate", learning_rate(self.step))
-                tf.summary.scalar("images_per_second", rate)
             if FLAGS.image_every and step % FLAGS.image_every == 0 and self.chief:
                 tf.summary.image("input_render_overlay", self.stage.preview(preview))
             if evals is not None and FLAGS.eval_every and step % FLAGS.eval_every == 0:
@@ -214,8 +174,11 @@ class Trainer:
 
     def run(self) -> int:
         from recon_tf import coarse, training
+        from recon_tf.coarse import mark_landmark_source
 
-        train, preview, evals = self._datasets()
+        train, preview, evals = _common.datasets(
+            self.strategy, int(self.step.numpy()), self.train_files, self.eval_files,
+            "vertices", FLAGS.augment, mark_landmark_source)
         step = training.train_loop(
             self.train_step, iter(train), self.step, FLAGS.steps, FLAGS.batch_size,
             self.keeper, FLAGS.checkpoint_every, FLAGS.log_every_s,
@@ -229,43 +192,15 @@ class Trainer:
         return step
 
     def export(self) -> str:
-        import shutil
+        from recon_tf.coarse import CoarseServing
 
-        from recon_tf import coarse, training
-
-        path = training.export_path(FLAGS.model_dir, self.strategy)
-        coarse.export_saved_model(self.model, self.objective, path, self.meta)
-        if not self.chief:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            logging.info("exported %s", path)
-        return path
+        return _common.export(CoarseServing(self.model, self.objective), self.strategy,
+                              self.meta)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from recon_tf import training
-
-    strategy = training.make_strategy(FLAGS.strategy)  # first: starts the collective runtime
-    from bfm import load_default_face_model
-    from recon_tf import assets
-    from recon_tf.face_model import load_face_model
-
-    if FLAGS.assets_dir:
-        assets.set_assets_dir(FLAGS.assets_dir)
-    face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
-                  else load_default_face_model())
-    train_files, eval_files = training_files(face_model)
-    logging.info("%d training shards, %d held-out shards, %d replicas", len(train_files),
-                 len(eval_files), strategy.num_replicas_in_sync)
-    start = time.time()
-    trainer = Trainer(strategy, face_model, train_files, eval_files)
-    try:
-        step = trainer.run()
-    except training.NonFiniteLossError as e:
-        logging.error("%s", e)
-        sys.exit(EXIT_NON_FINITE)
-    logging.info("finished at step %d in %.0f s", step, time.time() - start)
+    _common.main(Trainer)
 
 
 if __name__ == "__main__":

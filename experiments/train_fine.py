@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 from absl import app, flags, logging
@@ -40,6 +39,8 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import _common  # noqa: E402  (experiments/_common.py: what the training scripts share)
 
 from recon_tf.fine_losses import define_fine_loss_flags  # noqa: E402
 from recon_tf.training import STRATEGIES  # noqa: E402
@@ -89,21 +90,8 @@ flags.DEFINE_string("assets_dir", None, "Assets root (default: $RECON_TF_ASSETS 
                     "../shared/assets).")
 define_fine_loss_flags()
 
-EXIT_NON_FINITE = 3
 TERMS = ("total", "pho", "id", "alb", "smo")
 PREVIEW_DISPLACEMENT_DM = 0.01  # ±1 mm spans black to white in the preview
-
-
-def training_files(face_model) -> tuple[list[str], list[str]]:
-    """(training files, held-out files): the flags' globs, or the default data."""
-    from recon_tf.data import default_sets
-
-    try:
-        return default_sets.training_files(FLAGS.data, FLAGS.eval_data, face_model,
-                                           FLAGS.image_size, FLAGS.camera, FLAGS.face_model,
-                                           FLAGS.default_train_num, FLAGS.default_eval_num)
-    except (FileNotFoundError, ValueError) as err:
-        raise app.UsageError(str(err)) from err
 
 
 def mean_displacement(files: list[str], size: int, limit: int = 256) -> np.ndarray | None:
@@ -189,30 +177,6 @@ class FineTrainer:
                                  self.stage.id_target(images))
         return inputs, terms, outputs
 
-    def _datasets(self):
-        from recon_tf.data.pipeline import make_dataset
-        from recon_tf.training import strip_strings
-
-        replicas = self.strategy.num_replicas_in_sync
-        if FLAGS.batch_size % replicas:
-            raise app.UsageError(f"--batch_size={FLAGS.batch_size} is not a multiple of the "
-                                 f"{replicas} replicas")
-        seed = None if FLAGS.seed < 0 else FLAGS.seed + int(self.step.numpy())
-
-        def make(context):
-            return make_dataset(self.train_files, context.get_per_replica_batch_size(
-                FLAGS.batch_size), training=True, image_size=FLAGS.image_size, seed=seed,
-                input_context=context).map(strip_strings)
-
-        train = self.strategy.distribute_datasets_from_function(make)
-        preview = next(iter(make_dataset(self.train_files, 4, training=False,
-                                         image_size=FLAGS.image_size)))
-        evals = None
-        if self.eval_files:
-            evals = make_dataset(self.eval_files, 8, training=False, image_size=FLAGS.image_size,
-                                 extra_names=("displacement",)).take(FLAGS.eval_batches)
-        return train, preview, evals
-
     def preview(self, batch: dict) -> np.ndarray:
         """uint8 [1, 4·S, 5·S, 3]: input | coarse shading | fine render | normals | displacement."""
         from recon_tf.training import image_row, to_uint8
@@ -259,9 +223,7 @@ class FineTrainer:
         tf = self.tf
         with self.writer.as_default(step=step):
             if step % FLAGS.summary_every == 0:
-                for key, value in out.items():
-                    tf.summary.scalar(f"loss/{key}" if key != "grad_norm" else key, value)
-                tf.summary.scalar("images_per_second", rate)
+                _common.write_scalars(out, rate)
             if FLAGS.image_every and step % FLAGS.image_every == 0 and self.chief:
                 tf.summary.image("input_coarse_fine_normals_displacement", self.preview(preview))
             if evals is not None and FLAGS.eval_every and step % FLAGS.eval_every == 0:
@@ -273,7 +235,9 @@ class FineTrainer:
     def run(self) -> int:
         from recon_tf import training
 
-        train, preview, evals = self._datasets()
+        train, preview, evals = _common.datasets(
+            self.strategy, int(self.step.numpy()), self.train_files, self.eval_files,
+            "displacement")
         step = training.train_loop(
             self.train_step, iter(train), self.step, FLAGS.steps, FLAGS.batch_size,
             self.keeper, FLAGS.checkpoint_every, FLAGS.log_every_s,
@@ -286,49 +250,15 @@ class FineTrainer:
         return step
 
     def export(self) -> str:
-        import json
-        import shutil
-
-        from recon_tf import training
         from recon_tf.fine import FineServing
-        from recon_tf.training import META_FILE
 
-        path = training.export_path(FLAGS.model_dir, self.strategy)
-        module = FineServing(self.coarse_model, self.stage, self.albedo, self.disp)
-        self.tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-        with open(os.path.join(path, META_FILE), "w") as f:
-            json.dump(self.meta, f, indent=2, sort_keys=True)
-        if not self.chief:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            logging.info("exported %s", path)
-        return path
+        return _common.export(FineServing(self.coarse_model, self.stage, self.albedo,
+                                          self.disp), self.strategy, self.meta)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from recon_tf import training
-
-    strategy = training.make_strategy(FLAGS.strategy)  # first: starts the collective runtime
-    from bfm import load_default_face_model
-    from recon_tf import assets
-    from recon_tf.face_model import load_face_model
-
-    if FLAGS.assets_dir:
-        assets.set_assets_dir(FLAGS.assets_dir)
-    face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
-                  else load_default_face_model())
-    train_files, eval_files = training_files(face_model)
-    logging.info("%d training shards, %d held-out shards, %d replicas", len(train_files),
-                 len(eval_files), strategy.num_replicas_in_sync)
-    start = time.time()
-    trainer = FineTrainer(strategy, face_model, train_files, eval_files)
-    try:
-        step = trainer.run()
-    except training.NonFiniteLossError as e:
-        logging.error("%s", e)
-        sys.exit(EXIT_NON_FINITE)
-    logging.info("finished at step %d in %.0f s", step, time.time() - start)
+    _common.main(FineTrainer)
 
 
 if __name__ == "__main__":

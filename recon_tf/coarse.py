@@ -17,7 +17,6 @@ Images are aligned crops (:mod:`recon_tf.preprocess.align`), float32
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -194,11 +193,9 @@ class CoarseServing(tf.Module):
 
 def export_saved_model(model: tf.keras.Model, objective: Fitter, path: str, meta: dict) -> str:
     """Write a SavedModel (signature of :class:`CoarseServing`) + ``run_meta.json``."""
-    module = CoarseServing(model, objective)
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    with open(os.path.join(path, META_FILE), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-    return path
+    from recon_tf.training import save_module
+
+    return save_module(CoarseServing(model, objective), path, meta)
 
 
 def load_coarse_model(path: str, face_model: FaceModel, camera_kind: str = "perspective"):

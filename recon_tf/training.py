@@ -299,6 +299,15 @@ def export_path(run_dir: str, strategy: tf.distribute.Strategy, name: str = "sav
     return os.path.join(run_dir, f"{name}_temp_{task_type}_{task_id}")
 
 
+def save_module(module: tf.Module, path: str, meta: Mapping) -> str:
+    """``tf.saved_model.save`` a module with its ``serve`` function as
+    ``serving_default``, and ``run_meta.json`` beside it."""
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    with open(os.path.join(path, META_FILE), "w") as f:
+        json.dump(dict(meta), f, indent=2, sort_keys=True)
+    return path
+
+
 # --------------------------------------------------------------- summaries
 def to_uint8(image) -> np.ndarray:
     """float [0, 1] → uint8 [0, 255]."""
