@@ -64,9 +64,10 @@ setup(
         "onnxruntime",
         "pillow",
         "tensorboard",
+        "matplotlib",  # NoW cumulative error curves (recon_tf.now_eval)
     ],
     extras_require={
-        "dev": ["pytest", "ruff"],
+        "dev": ["pytest", "ruff", "scikit-image"],  # SSIM cross-check in tests
         "graphics": ["tensorflow-graphics"],
     },
     cmdclass={"build_py": BuildPyWithOp, "editable_wheel": EditableWithOp,

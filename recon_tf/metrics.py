@@ -1,16 +1,55 @@
-"""Evaluation metrics.
+"""Evaluation metrics: image agreement (Tables 1–3), landmark NME, mesh error.
 
+Image metrics (GUIDE §7). Images are 0–255 (uint8 or float) [H, W, 3]
+(a [H, W] grey image is accepted too); every metric is computed **per image**
+over a boolean region mask [H, W], and tables average the per-image values.
+
+* :func:`rmse`: root of the mean squared difference over the region's pixels
+  and all channels, in 0–255 units.
+* :func:`psnr`: ``20 log10(peak / RMSE)`` with ``peak = 255``; ``inf`` for
+  identical regions.
+* :func:`ssim`: Wang et al. 2004 ("Image quality assessment: from error
+  visibility to structural similarity"), Gaussian window σ = 1.5 truncated to
+  11×11, K1 = 0.01, K2 = 0.03, L = 255, population (co)variances; the SSIM map
+  is computed per channel on the whole image (borders reflected), then
+  averaged over the region's pixels and the channels. Equal to the ``full``
+  map of ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)``
+  averaged over the same pixels (checked in ``tests/test_metrics.py``).
+* Regions (:data:`REGIONS`, :func:`region_mask`): ``"face"`` = the rendered
+  face mask, intersected with the annotated landmark hull
+  (:func:`landmark_hull_mask`) when one is given; ``"composite"`` = the whole
+  image, where the render is composited over the input photo (pixels outside
+  the face are the photo's own, so they add zero error). The two give very
+  different numbers, so **every table must print the region it used**
+  (:func:`describe_region` gives the label).
+
+Other metrics:
+
+* :func:`nme`: landmark error normalised by the outer-eye-corner distance
+  (delegates to :func:`recon_tf.preprocess.landmarks.nme_outer_eyes`).
 * :func:`rigid_vertex_error_mm`: mean per-vertex distance between a predicted and
   a true mesh (same topology) after rigid Procrustes alignment (rotation +
   translation, no scale), in millimetres. Used on held-out synthetic faces,
   whose true shape is known, by fitting and R-Net evaluation alike.
+* NoW scan-to-mesh evaluation lives in :mod:`recon_tf.now_eval`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 
 DM_TO_MM = 100.0
+PEAK = 255.0
+REGIONS = ("face", "composite")
+# Wang et al. 2004 SSIM constants (L = 255 for 0–255 images).
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # radius int(3.5 * 1.5 + 0.5) = 5: an 11×11 window, like Wang's
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
 
 
 def rigid_align(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -49,3 +88,226 @@ def rigid_vertex_error_mm(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray 
         pred, truth = pred[mask], truth[mask]
     aligned = rigid_align(pred, truth)
     return float(np.linalg.norm(aligned - truth, axis=1).mean() * unit_to_mm)
+
+
+# --------------------------------------------------------------------------- image metrics
+
+
+def _pair(photo: np.ndarray, render: np.ndarray, mask: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated float64 images [H, W, C] and a bool mask [H, W]."""
+    x = np.asarray(photo, np.float64)
+    y = np.asarray(render, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"photo {x.shape} and render {y.shape} differ in shape")
+    if x.ndim == 2:
+        x, y = x[..., None], y[..., None]
+    if x.ndim != 3:
+        raise ValueError(f"images must be [H, W, C] or [H, W], got {x.shape}")
+    m = np.asarray(mask, bool)
+    if m.shape != x.shape[:2]:
+        raise ValueError(f"mask {m.shape} does not match the image size {x.shape[:2]}")
+    return x, y, m
+
+
+def rmse(photo: np.ndarray, render: np.ndarray, mask: np.ndarray) -> float:
+    """Root-mean-square difference over the region, in 0–255 units.
+
+    Args:
+      photo, render: uint8 or float [H, W, 3] (or [H, W]) images in 0–255.
+      mask: bool [H, W] region; the mean runs over its pixels and all channels.
+    Returns:
+      RMSE ≥ 0; NaN when the mask is empty.
+    """
+    x, y, m = _pair(photo, render, mask)
+    if not m.any():
+        return float("nan")
+    return float(np.sqrt(np.mean((x[m] - y[m]) ** 2)))
+
+
+def psnr(photo: np.ndarray, render: np.ndarray, mask: np.ndarray, peak: float = PEAK) -> float:
+    """Peak signal-to-noise ratio ``20 log10(peak / RMSE)`` over the region, in dB.
+
+    Args:
+      photo, render: uint8 or float [H, W, 3] (or [H, W]) images in 0–``peak``.
+      mask: bool [H, W] region (all channels of its pixels count).
+      peak: the maximum pixel value (255 for 0–255 images).
+    Returns:
+      PSNR in dB; ``inf`` when the region is identical, NaN when it is empty.
+    """
+    err = rmse(photo, render, mask)
+    if math.isnan(err):
+        return err
+    if err == 0.0:
+        return math.inf
+    return float(20.0 * np.log10(peak / err))
+
+
+def ssim_map(photo: np.ndarray, render: np.ndarray, data_range: float = PEAK,
+             sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """Per-pixel, per-channel SSIM map (Wang et al. 2004) of the whole image.
+
+    Gaussian-weighted local means, population variances and covariance
+    (``scipy.ndimage.gaussian_filter``, σ = ``sigma``, truncated at 3.5σ: an
+    11×11 window for σ = 1.5, borders reflected), C1 = (0.01 L)², C2 = (0.03 L)².
+
+    Args:
+      photo, render: uint8 or float [H, W, C] (or [H, W]) images in 0–``data_range``.
+      data_range: L, the dynamic range (255 for 0–255 images).
+      sigma: the Gaussian window's standard deviation in pixels.
+    Returns:
+      float64 [H, W, C] SSIM values in [-1, 1] (1 = structurally identical).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    x, y, _ = _pair(photo, render, np.ones(np.shape(photo)[:2], bool))
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        # sigma 0 along the channel axis: each channel is filtered on its own.
+        return gaussian_filter(a, sigma=(sigma, sigma, 0.0), truncate=SSIM_TRUNCATE,
+                               mode="reflect")
+
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx * mx
+    vy = blur(y * y) - my * my
+    vxy = blur(x * y) - mx * my
+    num = (2.0 * mx * my + c1) * (2.0 * vxy + c2)
+    den = (mx * mx + my * my + c1) * (vx + vy + c2)
+    return num / den
+
+
+def ssim(photo: np.ndarray, render: np.ndarray, mask: np.ndarray) -> float:
+    """Mean SSIM over the region's pixels and all channels (see :func:`ssim_map`).
+
+    The map is computed on the whole image (the window sees pixels just
+    outside the region), then averaged over ``mask``.
+
+    Args:
+      photo, render: uint8 or float [H, W, 3] (or [H, W]) images in 0–255.
+      mask: bool [H, W] region.
+    Returns:
+      SSIM in [-1, 1] (1 for identical images); NaN when the mask is empty.
+    """
+    _, _, m = _pair(photo, render, mask)
+    if not m.any():
+        return float("nan")
+    return float(ssim_map(photo, render)[m].mean())
+
+
+def image_metrics(photo: np.ndarray, render: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """PSNR (dB), SSIM and RMSE (0–255) of one image over one region.
+
+    Args:
+      photo, render: uint8 or float [H, W, 3] images in 0–255.
+      mask: bool [H, W] region (see :func:`region_mask`).
+    Returns:
+      ``{"psnr": float, "ssim": float, "rmse": float}``.
+    """
+    return {"psnr": psnr(photo, render, mask), "ssim": ssim(photo, render, mask),
+            "rmse": rmse(photo, render, mask)}
+
+
+def average_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Per-image metric dicts → their means (tables average per image).
+
+    NaN entries (empty regions) are skipped; an ``inf`` PSNR stays ``inf``.
+
+    Args:
+      rows: dicts such as :func:`image_metrics` returns.
+    Returns:
+      ``{key: mean}`` over the keys of the first row, plus ``"count"`` (images).
+    """
+    rows = list(rows)
+    if not rows:
+        return {"count": 0}
+    out: dict[str, float] = {}
+    for key in rows[0]:
+        vals = np.array([float(r[key]) for r in rows], np.float64)
+        vals = vals[~np.isnan(vals)]
+        out[key] = float(vals.mean()) if vals.size else float("nan")
+    out["count"] = len(rows)
+    return out
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def landmark_hull_mask(landmarks68: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Filled convex hull of 2-D landmarks.
+
+    Args:
+      landmarks68: float [K, 2] (x, y) points (usually the 68 annotated ones) in
+        pixels, pixel centres at integer coordinates (x right, y down); they
+        are rounded to the nearest pixel centre.
+      shape: the image shape, (H, W) or (H, W, C).
+    Returns:
+      bool [H, W], True inside the hull (boundary pixels included).
+    """
+    import cv2
+
+    h, w = int(shape[0]), int(shape[1])
+    pts = np.asarray(landmarks68, np.float64).reshape(-1, 2)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    canvas = np.zeros((h, w), np.uint8)
+    if len(pts):
+        hull = cv2.convexHull(np.round(pts).astype(np.int32))
+        cv2.fillConvexPoly(canvas, hull, 1)
+    return canvas > 0
+
+
+def region_mask(region: str, face_mask: np.ndarray, hull_mask: np.ndarray | None = None
+                ) -> np.ndarray:
+    """The evaluation region for image metrics.
+
+    Args:
+      region: ``"face"``: the rendered-face mask, ∩ ``hull_mask`` when given;
+        ``"composite"``: the whole image (the render composited over the input).
+      face_mask: bool [H, W] pixels covered by the rendered face.
+      hull_mask: optional bool [H, W], e.g. :func:`landmark_hull_mask` of the
+        annotated landmarks (used by ``"face"`` only).
+    Returns:
+      bool [H, W].
+    """
+    face_mask = np.asarray(face_mask, bool)
+    if region == "face":
+        if hull_mask is None:
+            return face_mask.copy()
+        hull_mask = np.asarray(hull_mask, bool)
+        if hull_mask.shape != face_mask.shape:
+            raise ValueError(f"hull_mask {hull_mask.shape} != face_mask {face_mask.shape}")
+        return face_mask & hull_mask
+    if region == "composite":
+        return np.ones(face_mask.shape, bool)
+    raise ValueError(f"unknown region {region!r}; choose one of {REGIONS}")
+
+
+def describe_region(region: str, with_hull: bool = False) -> str:
+    """A one-line label for a table caption: which pixels the metrics used."""
+    if region == "face":
+        return ("face: rendered-face mask ∩ annotated landmark hull" if with_hull
+                else "face: rendered-face mask")
+    if region == "composite":
+        return "composite: whole image, render composited over the input"
+    raise ValueError(f"unknown region {region!r}; choose one of {REGIONS}")
+
+
+# --------------------------------------------------------------------------- landmarks
+
+
+def nme(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Landmark NME: mean point error / outer-eye-corner distance (iBUG 36–45).
+
+    The definition is :func:`recon_tf.preprocess.landmarks.nme_outer_eyes`
+    (called, not duplicated; imported lazily because that module loads
+    TensorFlow).
+
+    Args:
+      pred, truth: float [68, 2] (x, y) landmarks in pixels.
+    Returns:
+      the NME as a fraction (multiply by 100 for %).
+    """
+    from recon_tf.preprocess.landmarks import nme_outer_eyes
+
+    return nme_outer_eyes(pred, truth)

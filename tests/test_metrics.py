@@ -1,0 +1,122 @@
+"""Image metrics (PSNR, RMSE, SSIM), region masks and the landmark hull."""
+
+import math
+
+import numpy as np
+import pytest
+
+from recon_tf import metrics
+
+
+def _images(seed: int = 0, size: tuple[int, int] = (48, 64)):
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    base = np.stack([128 + 60 * np.sin(xx / 7.0), 100 + 50 * np.cos(yy / 5.0),
+                     90 + 0.8 * xx + 0.5 * yy], -1)
+    photo = np.clip(base + rng.normal(0, 8, base.shape), 0, 255)
+    render = np.clip(base + rng.normal(0, 15, base.shape), 0, 255)
+    return photo, render
+
+
+def test_identical_images_give_zero_rmse_and_infinite_psnr():
+    photo, _ = _images()
+    mask = np.ones(photo.shape[:2], bool)
+    assert metrics.rmse(photo, photo, mask) == 0.0
+    assert metrics.psnr(photo, photo, mask) == math.inf
+    assert metrics.ssim(photo, photo, mask) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_constant_offset_gives_exact_rmse_and_psnr():
+    photo = np.full((20, 30, 3), 100, np.uint8)
+    render = photo.astype(np.float64) + 5.0
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 10:20] = True
+    assert metrics.rmse(photo, render, mask) == pytest.approx(5.0)
+    assert metrics.psnr(photo, render, mask) == pytest.approx(20 * np.log10(255.0 / 5.0))
+    # uint8 inputs are not wrapped around: render below photo by 5 gives the same.
+    assert metrics.rmse(photo, (photo - 5).astype(np.uint8), mask) == pytest.approx(5.0)
+
+
+def test_mask_restricts_the_region():
+    photo, render = _images(1)
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[10:30, 20:50] = True
+    before = metrics.image_metrics(photo, render, mask)
+    changed = render.copy()
+    changed[~mask] = 0.0  # garbage outside the region
+    rmse_after = metrics.rmse(photo, changed, mask)
+    psnr_after = metrics.psnr(photo, changed, mask)
+    assert rmse_after == pytest.approx(before["rmse"], rel=1e-12)
+    assert psnr_after == pytest.approx(before["psnr"], rel=1e-12)
+    # the whole image does see the change
+    full = np.ones_like(mask)
+    assert metrics.rmse(photo, changed, full) > metrics.rmse(photo, render, full)
+    assert math.isnan(metrics.psnr(photo, render, np.zeros_like(mask)))
+
+
+def test_ssim_decreases_with_noise():
+    photo, _ = _images(2)
+    rng = np.random.default_rng(3)
+    mask = np.ones(photo.shape[:2], bool)
+    values = [metrics.ssim(photo, np.clip(photo + rng.normal(0, s, photo.shape), 0, 255), mask)
+              for s in (2.0, 10.0, 40.0)]
+    assert 1.0 > values[0] > values[1] > values[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.uint8])
+def test_ssim_matches_scikit_image_over_mask(dtype):
+    skm = pytest.importorskip("skimage.metrics")
+    photo, render = _images(4)
+    photo, render = photo.astype(dtype), render.astype(dtype)
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[3:40, 8:60] = True
+    _, smap = skm.structural_similarity(
+        photo.astype(np.float64), render.astype(np.float64), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=255, channel_axis=-1, full=True)
+    ours = metrics.ssim(photo, render, mask)
+    assert ours == pytest.approx(float(smap[mask].mean()), abs=1e-6)
+    np.testing.assert_allclose(metrics.ssim_map(photo, render), smap, atol=1e-9)
+
+
+def test_image_metrics_keys_and_average():
+    photo, render = _images(5)
+    mask = np.ones(photo.shape[:2], bool)
+    row = metrics.image_metrics(photo, render, mask)
+    assert set(row) == {"psnr", "ssim", "rmse"}
+    assert all(isinstance(v, float) for v in row.values())
+    avg = metrics.average_metrics([row, {"psnr": float("nan"), "ssim": 0.5, "rmse": 1.0}])
+    assert avg["psnr"] == pytest.approx(row["psnr"])
+    assert avg["ssim"] == pytest.approx((row["ssim"] + 0.5) / 2)
+    assert avg["count"] == 2
+
+
+def test_landmark_hull_covers_a_known_square():
+    pts = np.array([[10, 5], [20, 5], [20, 15], [10, 15], [15, 10], [12, 7]], np.float64)
+    hull = metrics.landmark_hull_mask(pts, (30, 40, 3))
+    expected = np.zeros((30, 40), bool)
+    expected[5:16, 10:21] = True  # pixel centres 10..20 × 5..15, boundary included
+    np.testing.assert_array_equal(hull, expected)
+
+
+def test_region_mask():
+    face = np.zeros((8, 8), bool)
+    face[2:6, 2:6] = True
+    hull = np.zeros((8, 8), bool)
+    hull[:, :4] = True
+    np.testing.assert_array_equal(metrics.region_mask("face", face), face)
+    np.testing.assert_array_equal(metrics.region_mask("face", face, hull), face & hull)
+    assert metrics.region_mask("composite", face).all()
+    assert "composite" in metrics.describe_region("composite")
+    assert "hull" in metrics.describe_region("face", with_hull=True)
+    with pytest.raises(ValueError):
+        metrics.region_mask("eyes", face)
+    assert metrics.REGIONS == ("face", "composite")
+
+
+def test_nme_is_the_outer_eye_normalised_error():
+    truth = np.zeros((68, 2))
+    truth[36] = [0.0, 0.0]
+    truth[45] = [100.0, 0.0]
+    pred = truth + np.array([3.0, 4.0])  # every point off by 5 px
+    assert metrics.nme(pred, truth) == pytest.approx(0.05)
