@@ -155,10 +155,59 @@ class PhotoReconstructor:
           annotation: optional float [68, 2] ground-truth landmarks (original
             pixels): evaluation picks the annotated face instead of the largest.
         """
-        from recon_tf.preprocess import _decode_to_original, select_face
-        from recon_tf.preprocess.align import align_face
+        from recon_tf.preprocess import select_face
+
+        decoded = self._decode_detect(path)
+        if isinstance(decoded, Skipped):
+            return decoded
+        from recon_tf.preprocess import _decode_to_original
+
+        image, faces = decoded
+        gt = (None if annotation is None
+              else apply_transform(invert(_decode_to_original(image)), annotation))
+        face, note = select_face(faces, gt)
+        if face is None:
+            return Skipped(path, "no_face", "MTCNN found no face")
+        return self._prepare_face(path, decoded, face, {"num_faces": len(faces), "note": note})
+
+    def prepare_all(self, path: str, max_faces: int = 0) -> list[PreparedFace] | Skipped:
+        """Every detected face of a photo, largest first; never raises for bad input.
+
+        Each face's ``info`` holds ``face_index`` (0 = largest) and
+        ``num_faces``. A face whose landmarks fail is left out (its index
+        stays reserved and is listed in the first face's ``info["failed_faces"]``);
+        a photo where every face fails, or none is found, is :class:`Skipped`.
+
+        Args:
+          path: the photo.
+          max_faces: keep at most this many faces (largest first); 0 keeps all.
+        """
+        decoded = self._decode_detect(path)
+        if isinstance(decoded, Skipped):
+            return decoded
+        faces = sorted(decoded[1], key=lambda f: -f.area)
+        if not faces:
+            return Skipped(path, "no_face", "MTCNN found no face")
+        if max_faces > 0:
+            faces = faces[:max_faces]
+        prepared, failed = [], []
+        for k, box in enumerate(faces):
+            item = self._prepare_face(path, decoded, box, {"num_faces": len(decoded[1]),
+                                                             "face_index": k})
+            if isinstance(item, Skipped):
+                failed.append({"face_index": k, "reason": item.reason, "note": item.note})
+            else:
+                prepared.append(item)
+        if not prepared:
+            return Skipped(path, failed[0]["reason"], failed[0]["note"])
+        if failed:
+            prepared[0].info["failed_faces"] = failed
+        return prepared
+
+    def _decode_detect(self, path: str):
+        """(:class:`recon_tf.preprocess.image_io.DecodedImage`, detected faces)
+        or :class:`Skipped`."""
         from recon_tf.preprocess.image_io import ImageDecodeError, load_image
-        from recon_tf.preprocess.skin_mask import feature_regions, skin_mask
 
         pre = self.preprocessor
         try:
@@ -166,13 +215,20 @@ class PhotoReconstructor:
         except ImageDecodeError as err:
             return Skipped(path, err.reason, str(err))
         try:
-            pixels = decoded.pixels
-            faces = pre.detector.detect(pixels)
-            to_decoded = invert(_decode_to_original(decoded))
-            gt = None if annotation is None else apply_transform(to_decoded, annotation)
-            face, note = select_face(faces, gt)
-            if face is None:
-                return Skipped(path, "no_face", "MTCNN found no face")
+            return decoded, pre.detector.detect(decoded.pixels)
+        except Exception as err:  # a bad input must never stop a long run
+            return Skipped(path, "error", f"{type(err).__name__}: {err}")
+
+    def _prepare_face(self, path: str, decoded: tuple, face, info: dict) -> PreparedFace | Skipped:
+        """Landmark, align and mask one detected face of a decoded photo."""
+        from recon_tf.preprocess import _decode_to_original
+        from recon_tf.preprocess.align import align_face
+        from recon_tf.preprocess.skin_mask import feature_regions, skin_mask
+
+        pre = self.preprocessor
+        image = decoded[0]
+        pixels = image.pixels
+        try:
             points = pre.landmarker(pixels, face.box)
             if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
                 return Skipped(path, "landmarks_failed", "degenerate landmarks")
@@ -184,16 +240,16 @@ class PhotoReconstructor:
                 features = feature_regions(aligned.landmarks, fit_mask.shape)
                 fit_mask = np.maximum(fit_mask, features & aligned.valid)
             dense = None
-            info = {"num_faces": len(faces), "note": note, "mask_method": mask.method,
-                    **face.to_json()}
+            info = {**info, "mask_method": mask.method, **face.to_json()}
             if self.facemesh is not None:
                 mesh_points, score = self.facemesh.detect(pixels, face.box)
                 info["facemesh_score"] = round(float(score), 4)
                 if score >= 0.5 and np.all(np.isfinite(mesh_points)):
                     dense = apply_transform(aligned.transform, mesh_points[:, :2])
-            return PreparedFace(path, pixels, tuple(decoded.original_size),
-                                _decode_to_original(decoded), aligned.transform.astype(np.float64),
-                                aligned.image, aligned.landmarks.astype(np.float32), fit_mask,
+            return PreparedFace(path, pixels, tuple(image.original_size),
+                                _decode_to_original(image),
+                                aligned.transform.astype(np.float64), aligned.image,
+                                aligned.landmarks.astype(np.float32), fit_mask,
                                 None if dense is None else dense.astype(np.float32), info)
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")

@@ -28,20 +28,43 @@ def _run(*args):
                           text=True, timeout=900)
 
 
+def _bad_and_odd_inputs(src, photo):
+    """Every kind of input the job must report: bad files (skipped) and odd
+    encodings of a real face (reconstructed)."""
+    (src / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    (src / "notes.png").write_text("not an image")
+    (src / "empty.jpg").write_bytes(b"")
+    jpeg = cv2.imencode(".jpg", cv2.imread(photo))[1].tobytes()
+    (src / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 3])
+    cv2.imwrite(str(src / "one_pixel.png"), np.zeros((1, 1, 3), np.uint8))
+    cv2.imwrite(str(src / "huge_blank.png"), np.full((9000, 9000), 255, np.uint8))
+    bgr = cv2.imread(photo)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(src / "takeo_gray.png"), cv2.resize(gray, None, fx=2, fy=2))
+    rgba = np.concatenate([bgr, np.full(bgr.shape[:2] + (1,), 255, np.uint8)], -1)
+    cv2.imwrite(str(src / "takeo_rgba.png"), rgba)
+    cv2.imwrite(str(src / "takeo_16bit.png"), bgr.astype(np.uint16) * 257)
+
+
+SKIPPED = {"dogs.jpg": "no_face", "corrupt.jpg": "corrupt", "notes.png": "not_an_image",
+           "empty.jpg": "empty", "one_pixel.png": "too_small", "huge_blank.png": "no_face"}
+RECONSTRUCTED = {"takeo.ppm": 1, "takeo_gray.png": 1, "takeo_rgba.png": 1,
+                 "takeo_16bit.png": 1, "two_people.jpg": 2}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     try:
         photo = asset_path("images/faces_68pts/takeo.ppm")
         no_face = asset_path("images/faces/dogs.jpg")
+        group = asset_path("images/faces/two_people.jpg")
     except FileNotFoundError as err:
         pytest.skip(str(err))
     src = tmp_path_factory.mktemp("inputs")
     shutil.copy(photo, src / "takeo.ppm")
     shutil.copy(no_face, src / "dogs.jpg")
-    (src / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
-    (src / "notes.png").write_text("not an image")
-    gray = cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2GRAY)
-    cv2.imwrite(str(src / "takeo_gray.png"), cv2.resize(gray, None, fx=2, fy=2))
+    shutil.copy(group, src / "two_people.jpg")
+    _bad_and_odd_inputs(src, photo)
     out = tmp_path_factory.mktemp("out")
     result = _run(f"--input={src}", f"--output={out}", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -49,20 +72,69 @@ def run_dir(tmp_path_factory):
 
 
 def test_every_input_is_reported_and_good_ones_have_all_outputs(run_dir):
-    _, out, _ = run_dir
+    from recon_tf.gallery import PREVIEW_FILES
+
+    _, out, result = run_dir
     summary = json.load(open(out / "summary.json"))
     status = {os.path.basename(e["path"]): e for e in summary["images"]}
-    assert status["takeo.ppm"]["status"] == "ok"
-    assert status["takeo_gray.png"]["status"] == "ok"
-    assert status["dogs.jpg"]["status"] == "skipped"
-    assert status["dogs.jpg"]["reason"] == "no_face"
-    assert status["corrupt.jpg"]["status"] == "skipped"
-    assert status["notes.png"]["reason"] == "not_an_image"
-    assert summary["totals"]["ok"] == 2 and summary["totals"]["skipped"] == 3
-    for stem in ("takeo", "takeo_gray"):
-        for name in OUTPUT_FILES + FINE_OUTPUT_FILES:
-            assert (out / stem / name).exists(), (stem, name)
-    assert not (out / "dogs").exists()
+    assert set(status) == set(SKIPPED) | set(RECONSTRUCTED) | {"truncated.jpg"}
+    for name, reason in SKIPPED.items():
+        assert (status[name]["status"], status[name]["reason"]) == ("skipped", reason), name
+        assert not (out / name.split(".")[0]).exists()  # no half-written output folder
+    # A truncated JPEG either decodes its first rows (and has no face there) or is corrupt.
+    assert status["truncated.jpg"]["status"] == "skipped"
+    assert status["truncated.jpg"]["reason"] in ("corrupt", "no_face")
+    files = OUTPUT_FILES + FINE_OUTPUT_FILES + PREVIEW_FILES + ("thumb_fine.jpg",)
+    for name, faces in RECONSTRUCTED.items():
+        entry = status[name]
+        assert entry["status"] == "ok", entry
+        assert entry["faces_reconstructed"] == faces == len(entry["faces"])
+        for face in entry["faces"]:
+            for f in files:
+                assert (out / face["output"] / f).exists(), (name, face["output"], f)
+            assert set(face["seconds"]) == {"fit", "fine", "write"}
+        assert set(entry["seconds"]) == {"prepare", "fit", "fine", "write", "total"}
+    totals = summary["totals"]
+    assert (totals["ok"], totals["skipped"], totals["pending"]) == (5, 7, 0)
+    assert totals["faces"] == 6
+    assert totals["seconds"]["fit"] > 0
+    assert "ETA" in result.stderr  # progress with rate and ETA
+
+
+def test_every_face_of_a_group_photo(run_dir):
+    src, out, _ = run_dir
+    entry = [e for e in json.load(open(out / "summary.json"))["images"]
+             if e["path"].endswith("two_people.jpg")][0]
+    assert entry["num_faces"] == 2
+    assert [f["output"] for f in entry["faces"]] == ["two_people",
+                                                      os.path.join("two_people", "faces", "1")]
+    big, small = (f["box"] for f in entry["faces"])
+    assert big[2] * big[3] >= small[2] * small[3]  # largest first
+    masks = [cv2.imread(str(out / f["output"] / "face_mask.png"), 0) > 127
+             for f in entry["faces"]]
+    assert masks[0].sum() > 0 and masks[1].sum() > 0
+    assert (masks[0] & masks[1]).sum() < 0.05 * min(m.sum() for m in masks)  # two faces
+    for f, mask in zip(entry["faces"], masks):  # each face's render is where its box is
+        x, y, w, h = f["box"]
+        rows, cols = np.nonzero(mask)
+        assert x <= cols.mean() <= x + w and y <= rows.mean() <= y + h
+
+
+def test_index_html_shows_every_face_and_every_skip(run_dir):
+    _, out, _ = run_dir
+    page = (out / "index.html").read_text()
+    summary = json.load(open(out / "summary.json"))
+    for entry in summary["images"]:
+        if entry["status"] == "ok":
+            for face in entry["faces"]:
+                for name in ("thumb_input.jpg", "thumb_coarse.jpg", "thumb_fine.jpg",
+                             "normals.png", "geometry_views.png"):
+                    assert f"src='{os.path.join(face['output'], name)}'" in page
+        else:
+            assert os.path.basename(entry["path"]) in page and entry["reason"] in page
+    views = cv2.imread(str(out / "takeo" / "geometry_views.png"))
+    assert views.shape[1] == 2 * views.shape[0]  # two views side by side
+    assert (views < 250).mean() > 0.1  # grey geometry on white
 
 
 def test_outputs_are_in_millimetres_on_the_photo(run_dir):
@@ -110,7 +182,27 @@ def test_rerun_skips_finished_images(run_dir):
     result = _run(f"--input={src / 'takeo.ppm'}", f"--output={out}", *FAST)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.getmtime(out / "takeo" / "coeffs.npz") == before
-    assert "1 already done" in result.stderr
+    assert "0 to do" in result.stderr
+
+
+def test_shards_split_the_list_and_merge_one_summary(run_dir, tmp_path):
+    src, _, _ = run_dir
+    listing = tmp_path / "list.txt"
+    names = ["corrupt.jpg", "notes.png", "empty.jpg", "one_pixel.png", "dogs.jpg"]
+    listing.write_text("".join(f"{src / n}\n" for n in names))
+    out = tmp_path / "o"
+    first = _run(f"--input={listing}", f"--output={out}", "--shard=0/2", *FAST)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    states = [e["status"] for e in summary["images"]]
+    assert states == ["skipped", "pending", "skipped", "pending", "skipped"]
+    second = _run(f"--input={listing}", f"--output={out}", "--shard=1/2", *FAST)
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    assert [os.path.basename(e["path"]) for e in summary["images"]] == names
+    assert summary["totals"]["pending"] == 0 and summary["totals"]["skipped"] == 5
+    bad = _run(f"--input={listing}", f"--output={out}", "--shard=2/2")
+    assert bad.returncode != 0 and "0 <= i < n" in bad.stderr
 
 
 def test_list_file_input_and_missing_input(tmp_path, run_dir):
@@ -149,4 +241,4 @@ def test_fine_outputs_are_consistent(run_dir):
     assert np.abs(render.astype(int) - photo.astype(int))[~mask].max() <= 1  # only the face
     summary = json.load(open(out / "summary.json"))
     entry = [e for e in summary["images"] if e["path"].endswith("takeo.ppm")][0]
-    assert set(entry["fine_loss"]) >= {"pho", "alb", "smo", "total"}
+    assert set(entry["faces"][0]["fine_loss"]) >= {"pho", "alb", "smo", "total"}

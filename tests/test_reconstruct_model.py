@@ -60,14 +60,14 @@ def test_model_prediction_is_used_and_refinement_moves_it(exported, photo_dir, t
     assert result.returncode == 0, result.stderr[-3000:]
     coeffs = np.load(plain / "takeo" / "coeffs.npz")["coeffs"]
     np.testing.assert_allclose(coeffs, bias, atol=1e-5)  # R-Net's prediction, untouched
-    entry = json.load(open(plain / "summary.json"))["images"][0]
+    entry = json.load(open(plain / "summary.json"))["images"][0]["faces"][0]
     assert entry["method"] == "rnet"
 
     refined = tmp_path / "refined"
     result = _run(f"--input={photo_dir}", f"--output={refined}", f"--model={path}",
                   "--refine_steps=15", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
-    entry2 = json.load(open(refined / "summary.json"))["images"][0]
+    entry2 = json.load(open(refined / "summary.json"))["images"][0]["faces"][0]
     assert entry2["method"] == "rnet+refine15"
     coeffs2 = np.load(refined / "takeo" / "coeffs.npz")["coeffs"]
     assert np.abs(coeffs2 - bias).max() > 1e-3

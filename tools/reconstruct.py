@@ -2,21 +2,28 @@
 
     python tools/reconstruct.py --input=<photo | folder | list file> --output=<dir>
 
-For every input image the largest face is detected, landmarked (PFLD 68 +
+Every face found in every input image is detected, landmarked (PFLD 68 +
 FaceMesh 468), aligned, and its coefficients {α, β, δ, p, γ} are fitted under
-the coarse losses of Eq. 6–10 (:mod:`recon_tf.fitting`). Each image gets
-``<dir>/<stem>/`` with ``mesh_coarse.obj`` (+ ``.mtl``, ``albedo_coarse.png``),
-``mesh_neutral.obj``, ``render_coarse.png``, ``face_mask.png``,
-``landmarks68.txt``, ``now_landmarks.txt`` and ``coeffs.npz`` (see
-:mod:`recon_tf.reconstruction`). With a trained R-Net (``--model``) its
+the coarse losses of Eq. 6–10 (:mod:`recon_tf.fitting`). The largest face of an
+image gets ``<dir>/<stem>/``, the others ``<dir>/<stem>/faces/<k>/`` (k = 1, 2, …
+by decreasing size), each with ``mesh_coarse.obj`` (+ ``.mtl``,
+``albedo_coarse.png``), ``mesh_neutral.obj``, ``render_coarse.png``,
+``face_mask.png``, ``landmarks68.txt``, ``now_landmarks.txt`` and ``coeffs.npz``
+(see :mod:`recon_tf.reconstruction`). With a trained R-Net (``--model``) its
 prediction replaces the fit (``--refine_steps`` fitting steps may follow). The
 fine stage (``--fine``, default on) adds ``mesh_fine.obj``, ``albedo.png``,
 ``displacement.npy``/``.png`` + ``maps.json``, ``normals.png`` and
 ``render_fine.png``, from trained modules (``--fine_model``) or per-photo fine
-fitting. ``<dir>/summary.json`` records every input:
-``ok`` with its loss terms and timings, or ``skipped`` with the reason (no
-face, corrupt or non-image bytes, ...). A file that fails never stops the run;
-a re-run skips images whose outputs are complete (``--overwrite`` redoes them).
+fitting. ``--previews`` (default on) adds the gallery images ``thumb_*.jpg`` and
+``geometry_views.png`` (:mod:`recon_tf.gallery`).
+
+``<dir>/summary.json`` records every input: ``ok`` with its faces, their loss
+terms and timings per stage, or ``skipped`` with the reason (no face, corrupt,
+truncated or non-image bytes, too small, too large, ...), plus the run's totals;
+``<dir>/index.html`` shows every face in a browser. A file that fails never
+stops the run; a re-run skips images whose outputs are complete
+(``--overwrite`` redoes them); ``--shard=i/n`` lets n processes share one
+input list and output folder (:mod:`recon_tf.photo_job`).
 
 A list file is a text file with one image path per line (relative paths are
 relative to the list file; ``#`` starts a comment).
@@ -24,7 +31,6 @@ relative to the list file; ``#`` starts a comment).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -84,38 +90,13 @@ flags.DEFINE_enum("wavelet_source", "uv", ["uv", "crop"], "What the wavelet enco
 flags.DEFINE_integer("subdivisions", 2, "Midpoint subdivisions of mesh_fine.obj (×4 "
                      "triangles each) before the displacement is baked in.")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs already exist.")
+flags.DEFINE_string("shard", "", "i/n: this process reconstructs inputs i, i + n, i + 2n, ... "
+                    "of the list (processes or machines sharing one --output); empty = all.")
+flags.DEFINE_integer("max_faces", 0, "Faces reconstructed per photo, largest first (0 = all).")
+flags.DEFINE_bool("previews", True, "Write the gallery images (thumb_*.jpg, "
+                  "geometry_views.png) of each face; index.html links them.")
 define_coarse_loss_flags()
 define_fine_loss_flags()
-
-
-def list_inputs(spec: str) -> list[str]:
-    """Image paths from a photo, a folder (recursive, sorted) or a list file."""
-    from recon_tf.preprocess.image_io import IMAGE_EXTENSIONS
-
-    if os.path.isdir(spec):
-        out = []
-        for root, _, files in os.walk(spec):
-            out += [os.path.join(root, f) for f in files]
-        return sorted(p for p in out if p.lower().endswith(IMAGE_EXTENSIONS))
-    if not os.path.exists(spec):
-        raise app.UsageError(f"--input {spec} does not exist")
-    if spec.lower().endswith((".txt", ".lst", ".list")):
-        base = os.path.dirname(os.path.abspath(spec))
-        with open(spec) as f:
-            lines = [ln.split("#", 1)[0].strip() for ln in f]
-        return [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines if ln]
-    return [spec]
-
-
-def output_stems(paths: list[str]) -> list[str]:
-    """A unique output folder name per input (file stem; ``_2``, ``_3`` on clashes)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0] or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
 
 
 def build_reconstructor():
@@ -201,118 +182,144 @@ def build_fine(face_model, identity):
     return FineSettings(stage, modules[0], modules[1], FLAGS.fine_steps, FLAGS.subdivisions)
 
 
-def _complete(out_dir: str) -> bool:
+def _output_files() -> tuple[str, ...]:
+    from recon_tf.gallery import PREVIEW_FILES
     from recon_tf.reconstruction import FINE_OUTPUT_FILES, OUTPUT_FILES
 
-    files = OUTPUT_FILES + (FINE_OUTPUT_FILES if FLAGS.fine else ())
-    return all(os.path.exists(os.path.join(out_dir, f)) for f in files)
+    return (OUTPUT_FILES + (FINE_OUTPUT_FILES if FLAGS.fine else ())
+            + (PREVIEW_FILES if FLAGS.previews else ())
+            + (("thumb_fine.jpg",) if FLAGS.previews and FLAGS.fine else ()))
 
 
-def _load_summary(path: str) -> dict:
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                return {e["path"]: e for e in json.load(f).get("images", [])}
-        except (OSError, ValueError, KeyError):
-            logging.warning("ignoring unreadable %s", path)
-    return {}
+def _round(values: dict, i: int) -> dict:
+    return {k: round(float(v[i]), 6) for k, v in values.items()}
 
 
-def _write_summary(path: str, entries: dict, started: float) -> None:
-    images = list(entries.values())
-    counts = {s: sum(e["status"] == s for e in images) for s in ("ok", "skipped")}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"images": images, "totals": {**counts, "inputs": len(images),
-                                                "seconds": round(time.time() - started, 2)}},
-                  f, indent=1)
-    os.replace(tmp, path)
-
-
-def _fine(recon, faces: list, coeffs) -> tuple:
-    """((fine outputs, fine terms) or None, seconds)."""
-    if recon.fine is None:
-        return None, 0.0
-    from recon_tf.reconstruction import fine_details
+def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
+    """Fit, detail and write B prepared faces; returns one summary entry per face."""
+    from recon_tf.photo_job import face_folder
 
     t0 = time.time()
-    fine = fine_details(recon, faces, coeffs)
-    return fine, time.time() - t0
+    result = recon.fit([f for f, _ in faces])
+    t_fit = (time.time() - t0) / len(faces)
+    fine, t_fine = None, 0.0
+    if recon.fine is not None:
+        from recon_tf.reconstruction import fine_details
+
+        t0 = time.time()
+        fine = fine_details(recon, [f for f, _ in faces], result.coeffs)
+        t_fine = (time.time() - t0) / len(faces)
+    entries = []
+    for i, (face, stem) in enumerate(faces):
+        t0 = time.time()
+        k = face.info.get("face_index", 0)
+        folder = face_folder(stem, k)
+        out_dir = os.path.join(out, folder)
+        recon.write(face, result.coeffs[i], out_dir)
+        normals = None
+        if fine is not None:
+            from recon_tf.reconstruction import write_fine
+
+            write_fine(recon, face, result.coeffs[i], fine[0], i, out_dir)
+            normals = fine[0].detail_normals[i].numpy()
+        if FLAGS.previews:
+            from recon_tf.gallery import write_face_previews
+
+            write_face_previews(recon.face_model, face, result.coeffs[i], out_dir, normals)
+        entries.append({
+            "face_index": k, "output": folder, "method": recon.method,
+            "loss": _round(result.terms, i),
+            **({} if fine is None else {"fine_loss": _round(fine[1], i)}),
+            "seconds": {"fit": round(t_fit, 3), "fine": round(t_fine, 3),
+                        "write": round(time.time() - t0, 3)},
+            **{key: v for key, v in face.info.items()
+               if key not in ("face_index", "num_faces") and (key != "note" or v)}})
+    return entries
+
+
+def _photo_entry(path: str, stem: str, faces: list[dict], prepared_info: dict,
+                 t_prepare: float) -> dict:
+    seconds = {"prepare": round(t_prepare, 3)}
+    for stage in ("fit", "fine", "write"):
+        seconds[stage] = round(sum(f["seconds"][stage] for f in faces), 3)
+    seconds["total"] = round(sum(seconds.values()), 3)
+    faces = sorted(faces, key=lambda f: f["face_index"])
+    return {"path": path, "status": "ok", "output": stem,
+            "num_faces": prepared_info.get("num_faces", len(faces)),
+            "faces_reconstructed": len(faces), "faces": faces, "seconds": seconds,
+            **({"failed_faces": prepared_info["failed_faces"]}
+               if "failed_faces" in prepared_info else {})}
 
 
 def run(paths: list[str], out: str) -> dict:
-    """Reconstruct ``paths`` into ``out``; returns the summary entries by path."""
-    os.makedirs(out, exist_ok=True)
-    summary_path = os.path.join(out, "summary.json")
-    entries = _load_summary(summary_path)
-    started = time.time()
-    todo = []
-    for path, stem in zip(paths, output_stems(paths)):
-        done = _complete(os.path.join(out, stem))
-        if done and not FLAGS.overwrite:
-            entries.setdefault(path, {"path": path, "status": "ok", "output": stem})
-            continue
-        todo.append((path, stem))
-    logging.info("%d inputs, %d to do (%d already done)", len(paths), len(todo),
-                 len(paths) - len(todo))
-    if not todo:
-        _write_summary(summary_path, entries, started)
-        return entries
-    recon = build_reconstructor()
-    done_count = 0
-    for start in range(0, len(todo), FLAGS.batch_size):
-        chunk = todo[start:start + FLAGS.batch_size]
-        prepared, t0 = [], time.time()
-        for path, stem in chunk:
-            item = recon.prepare(path)
-            if hasattr(item, "reason"):
-                logging.warning("skipped %s: %s (%s)", path, item.reason, item.note)
-                entries[path] = {"path": path, "status": "skipped", "reason": item.reason,
-                                 "note": item.note}
-            else:
-                prepared.append((item, stem))
-        t_prep = time.time() - t0
-        if prepared:
-            t0 = time.time()
-            faces = [p for p, _ in prepared]
-            result = recon.fit(faces)
-            t_fit = time.time() - t0
-            fine, t_fine = _fine(recon, faces, result.coeffs)
-            for i, (face, stem) in enumerate(prepared):
-                recon.write(face, result.coeffs[i], os.path.join(out, stem))
-                if fine is not None:
-                    from recon_tf.reconstruction import write_fine
+    """Reconstruct this process's shard of ``paths`` into ``out``; returns the summary."""
+    from recon_tf.photo_job import (
+        JobProgress,
+        is_complete,
+        output_stems,
+        parse_shard,
+        select_shard,
+        write_record,
+        write_summary,
+    )
 
-                    write_fine(recon, face, result.coeffs[i], fine[0], i, os.path.join(out, stem))
-                entries[face.path] = {
-                    "path": face.path, "status": "ok", "output": stem, "method": recon.method,
-                    "loss": {k: round(float(v[i]), 6) for k, v in result.terms.items()},
-                    "seconds": {"prepare": round(t_prep / len(chunk), 3),
-                                "fit": round(t_fit / len(prepared), 3),
-                                "fine": round(t_fine / len(prepared), 3)},
-                    **({} if fine is None else {"fine_loss": {
-                        k: round(float(v[i]), 6) for k, v in fine[1].items()}}),
-                    **{k: v for k, v in face.info.items() if k != "note" or v}}
-        done_count += len(chunk)
-        _write_summary(summary_path, entries, started)
-        elapsed = time.time() - started
-        rate = done_count / max(elapsed, 1e-9)
-        logging.info("%d/%d images, %.2f img/s, ETA %.0f s", done_count, len(todo), rate,
-                     (len(todo) - done_count) / max(rate, 1e-9))
-    return entries
+    os.makedirs(out, exist_ok=True)
+    started = time.time()
+    stems = output_stems(paths)
+    mine = select_shard(list(zip(paths, stems)), *parse_shard(FLAGS.shard))
+    files = _output_files()
+    todo = [(p, s) for p, s in mine if FLAGS.overwrite or not is_complete(out, s, files)]
+    logging.info("%d inputs, %d in this shard (%s), %d to do", len(paths), len(mine),
+                 FLAGS.shard or "0/1", len(todo))
+    if todo:
+        recon = build_reconstructor()
+        progress = JobProgress(len(todo))
+        faces_done = 0
+        for start in range(0, len(todo), FLAGS.batch_size):
+            pending, photos = [], {}
+            for path, stem in todo[start:start + FLAGS.batch_size]:
+                t0 = time.time()
+                items = recon.prepare_all(path, FLAGS.max_faces)
+                t_prep = time.time() - t0
+                if hasattr(items, "reason"):
+                    logging.warning("skipped %s: %s (%s)", path, items.reason, items.note)
+                    write_record(out, stem, {"path": path, "status": "skipped", "output": stem,
+                                             "reason": items.reason, "note": items.note,
+                                             "seconds": {"prepare": round(t_prep, 3)}})
+                    continue
+                photos[stem] = (path, items[0].info, t_prep, [])
+                pending += [(face, stem) for face in items]
+            for b in range(0, len(pending), FLAGS.batch_size):
+                batch = pending[b:b + FLAGS.batch_size]
+                for (_, stem), entry in zip(batch, reconstruct_faces(recon, batch, out)):
+                    photos[stem][3].append(entry)
+            for stem, (path, info, t_prep, faces) in photos.items():
+                write_record(out, stem, _photo_entry(path, stem, faces, info, t_prep))
+                faces_done += len(faces)
+            write_summary(out, paths, stems, time.time() - started)
+            progress.update(min(start + FLAGS.batch_size, len(todo)), faces_done)
+    return write_summary(out, paths, stems, time.time() - started)
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from recon_tf.photo_job import list_inputs, parse_shard
+
     if not FLAGS.input:
         raise app.UsageError("--input is required (a photo, a folder or a list file)")
-    paths = list_inputs(FLAGS.input)
+    try:
+        parse_shard(FLAGS.shard)
+        paths = list_inputs(FLAGS.input)
+    except (ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from err
     if not paths:
         raise app.UsageError(f"no images found in {FLAGS.input}")
-    entries = run(paths, FLAGS.output)
-    ok = sum(e["status"] == "ok" for e in entries.values())
-    print(f"reconstructed {ok} of {len(entries)} images into {FLAGS.output} "
-          f"(see {os.path.join(FLAGS.output, 'summary.json')})")
+    summary = run(paths, FLAGS.output)
+    t = summary["totals"]
+    print(f"reconstructed {t['faces']} faces in {t['ok']} of {t['inputs']} images into "
+          f"{FLAGS.output} ({t['skipped']} skipped, {t['pending']} pending in other shards; "
+          f"see {os.path.join(FLAGS.output, 'summary.json')} and "
+          f"{os.path.join(FLAGS.output, 'index.html')})")
 
 
 if __name__ == "__main__":
