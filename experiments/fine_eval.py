@@ -44,12 +44,41 @@ flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting steps (no --fine
 flags.DEFINE_string("fine_model", None, "A train_fine.py run directory (else fitting).")
 flags.DEFINE_integer("batch_size", 4, "Faces refined together.")
 flags.DEFINE_string("output", "outputs/fine_eval", "Output directory.")
+flags.DEFINE_string("figure", None, "Also write input | coarse | fine | detail normals | true "
+                    "normals | shaded fine geometry of the first face to this PNG.")
 flags.DEFINE_integer("relight_seed", 77, "Seed of the new lights for the relighting test.")
 
 
 def psnr(image: np.ndarray, render: np.ndarray, mask: np.ndarray) -> float:
-    mse = np.mean((image.astype(np.float64) - render.astype(np.float64))[mask] ** 2) * 255 ** 2
-    return float(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    """PSNR (dB, peak 255) of [0, 1] images over ``mask`` (:func:`recon_tf.metrics.psnr`)."""
+    from recon_tf.metrics import psnr as psnr_255
+
+    return psnr_255(255.0 * np.asarray(image), 255.0 * np.asarray(render), mask)
+
+
+def write_figure(path: str, fm, image, coarse, fine, normals, truth_normals, vertices) -> None:
+    """input | coarse render | fine render | detail normals | true normals | fine geometry.
+
+    Images float [S, S, 3] in [0, 1]; normal maps float [U, U, 3] unit vectors in
+    UV; ``vertices`` [N, 3] the face's coarse shape for the shaded views.
+    """
+    import cv2
+
+    from recon_tf.gallery import geometry_views
+    from recon_tf.mesh import encode_normal_map_png
+
+    size = image.shape[0]
+    panels = [np.clip(np.asarray(x) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+              for x in (image, coarse, fine)]
+    for n in (normals, truth_normals):
+        tmp = path + ".normals.png"
+        encode_normal_map_png(np.asarray(n), tmp)
+        uv = cv2.imread(tmp, cv2.IMREAD_COLOR)[..., ::-1]
+        os.remove(tmp)
+        panels.append(cv2.resize(uv, (size, size), interpolation=cv2.INTER_AREA))
+    panels.append(geometry_views(fm, vertices, np.asarray(normals), yaws_deg=(30.0,),
+                                 size=size))
+    cv2.imwrite(path, np.concatenate(panels, 1)[..., ::-1])
 
 
 def albedo_error(albedo, truth, mask: np.ndarray) -> float:
@@ -98,6 +127,12 @@ def main(argv: list[str]) -> None:
         true_albedo = tf.constant(np.stack([r["albedo_map"] for r in rendered]))
         true_disp = tf.constant(np.stack([r["displacement"] for r in rendered]))
         relit_truth = stage.render(relit, true_albedo, true_disp).image.numpy()
+        if FLAGS.figure and start == 0:
+            c = fm.layout.split(tf.constant(rendered[0]["coeffs"][None], tf.float32))
+            write_figure(FLAGS.figure, fm, images[0].numpy(), coarse.image[0].numpy(),
+                         fine.image[0].numpy(), fine.detail_normals[0].numpy(),
+                         stage.render(inputs, true_albedo, true_disp).detail_normals[0].numpy(),
+                         fm.shape(c.identity, c.expression)[0].numpy())
         relit_fine = stage.render(relit, fine.albedo_map, fine.displacement).image.numpy()
         relit_coarse = stage.render(relit, inputs.coarse_albedo,
                                     tf.zeros_like(inputs.visible)).image.numpy()

@@ -50,16 +50,10 @@ flags.DEFINE_list("dense_settings", ["on", "off"], "Dense FaceMesh term settings
 
 def face_region_psnr(photo: np.ndarray, render: np.ndarray, mask: np.ndarray,
                      gt: np.ndarray) -> float:
-    """PSNR (0–255) over the ground-truth landmark hull ∩ mask."""
-    import cv2
+    """PSNR (0–255) over the ground-truth landmark hull ∩ mask (:mod:`recon_tf.metrics`)."""
+    from recon_tf.metrics import landmark_hull_mask, psnr, region_mask
 
-    hull = np.zeros(mask.shape, np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(gt).astype(np.int32)), 1)
-    region = mask & (hull > 0)
-    if not region.any():
-        return float("nan")
-    mse = np.mean((photo.astype(np.float64) - render.astype(np.float64))[region] ** 2)
-    return float(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return psnr(photo, render, region_mask("face", mask, landmark_hull_mask(gt, mask.shape)))
 
 
 def eval_photos(recon, out_dir: str) -> list[dict]:
