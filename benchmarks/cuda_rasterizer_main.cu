@@ -134,21 +134,19 @@ int main(int argc, char** argv) {
   cudaEvent_t start, stop;
   Check(cudaEventCreate(&start), "event");
   Check(cudaEventCreate(&stop), "event");
-  std::vector<float> fwd_ms, bwd_ms;
-  for (int i = 0; i < iterations; ++i) {
+  auto time_ms = [&](auto&& call) {
     float ms = 0.0f;
     Check(cudaEventRecord(start, stream), "record");
-    forward();
+    call();
     Check(cudaEventRecord(stop, stream), "record");
     Check(cudaEventSynchronize(stop), "sync");
     Check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-    fwd_ms.push_back(ms);
-    Check(cudaEventRecord(start, stream), "record");
-    backward();
-    Check(cudaEventRecord(stop, stream), "record");
-    Check(cudaEventSynchronize(stop), "sync");
-    Check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-    bwd_ms.push_back(ms);
+    return ms;
+  };
+  std::vector<float> fwd_ms, bwd_ms;
+  for (int i = 0; i < iterations; ++i) {
+    fwd_ms.push_back(time_ms(forward));
+    bwd_ms.push_back(time_ms(backward));
   }
   // Outputs of one more, untimed call pair.
   forward();
