@@ -1,10 +1,10 @@
 """What the training scripts (``train_coarse.py``, ``train_fine.py``) share.
 
-Each script defines the same data, loop and export flags (``data``, ``eval_data``,
-``image_size``, ``camera``, ``batch_size``, ``seed``, ``eval_batches``, ``model_dir``,
-``export``, ``strategy``, ``face_model``, ``assets_dir``, ``default_train_num``,
-``default_eval_num``) and a trainer class ``Trainer(strategy, face_model, train_files,
-eval_files)`` with ``run() -> last step``; :func:`main` runs it.
+Each script defines its data and model flags (``data``, ``eval_data``, ``image_size``,
+``camera``, ``batch_size``, ``model_dir``, ...), gets the loop, checkpoint, summary and
+export flags from :func:`define_loop_flags`, and defines a trainer class
+``Trainer(strategy, face_model, train_files, eval_files)`` with ``run() -> last step``;
+:func:`main` runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,31 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 EXIT_NON_FINITE = 3
+
+
+def define_loop_flags(eval_metric: str) -> None:
+    """The flags both training scripts share: seed, strategy, checkpoints, summaries,
+    held-out evaluation (``eval_metric`` names what it measures), progress, export,
+    the default data's size, the face model and the assets root."""
+    from recon_tf.training import STRATEGIES
+
+    flags.DEFINE_integer("seed", 0, "Seed of data order and augmentation (-1: none).")
+    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "Distribution strategy.")
+    flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
+    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+    flags.DEFINE_integer("summary_every", 20, "Steps between TensorBoard scalars.")
+    flags.DEFINE_integer("image_every", 500, "Steps between TensorBoard image grids.")
+    flags.DEFINE_integer("eval_every", 1000,
+                         f"Steps between held-out {eval_metric} evaluations.")
+    flags.DEFINE_integer("eval_batches", 8, "Batches of the held-out set per evaluation.")
+    flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")
+    flags.DEFINE_bool("export", True, "Write <model_dir>/saved_model at the end.")
+    flags.DEFINE_integer("default_train_num", 512,
+                         "Synthetic faces in the default training set.")
+    flags.DEFINE_integer("default_eval_num", 64, "Synthetic faces in the default held-out set.")
+    flags.DEFINE_string("face_model", None, "recon_tf face-model .npz (default: ICT-FaceKit).")
+    flags.DEFINE_string("assets_dir", None, "Assets root (default: $RECON_TF_ASSETS or "
+                        "../shared/assets).")
 
 
 def training_files(face_model) -> tuple[list[str], list[str]]:

@@ -47,7 +47,6 @@ import _common  # noqa: E402  (experiments/_common.py: what the training scripts
 
 from recon_tf.losses import define_coarse_loss_flags  # noqa: E402
 from recon_tf.nets.rnet import BACKBONES  # noqa: E402
-from recon_tf.training import STRATEGIES  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/coarse", "Run directory: checkpoints, TensorBoard "
@@ -77,21 +76,7 @@ flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggfa
 flags.DEFINE_enum("landmark_convention", "2d", ["2d", "3d"],
                   "Jaw contour: 2d silhouette (PFLD/iBUG data) or fixed 3d vertices (FAN).")
 flags.DEFINE_bool("augment", True, "Flip and colour-jitter training crops.")
-flags.DEFINE_integer("seed", 0, "Seed of data order and augmentation (None-like: -1).")
-flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "Distribution strategy.")
-flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
-flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
-flags.DEFINE_integer("summary_every", 20, "Steps between TensorBoard scalars.")
-flags.DEFINE_integer("image_every", 500, "Steps between TensorBoard image grids.")
-flags.DEFINE_integer("eval_every", 1000, "Steps between held-out vertex-error evaluations.")
-flags.DEFINE_integer("eval_batches", 8, "Batches of the held-out set per evaluation.")
-flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")
-flags.DEFINE_bool("export", True, "Write <model_dir>/saved_model at the end.")
-flags.DEFINE_integer("default_train_num", 512, "Synthetic faces in the default training set.")
-flags.DEFINE_integer("default_eval_num", 64, "Synthetic faces in the default held-out set.")
-flags.DEFINE_string("face_model", None, "recon_tf face-model .npz (default: ICT-FaceKit).")
-flags.DEFINE_string("assets_dir", None, "Assets root (default: $RECON_TF_ASSETS or "
-                    "../shared/assets).")
+_common.define_loop_flags("vertex-error")
 define_coarse_loss_flags()
 
 

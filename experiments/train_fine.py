@@ -43,7 +43,6 @@ if ROOT not in sys.path:
 import _common  # noqa: E402  (experiments/_common.py: what the training scripts share)
 
 from recon_tf.fine_losses import define_fine_loss_flags  # noqa: E402
-from recon_tf.training import STRATEGIES  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/fine", "Run directory: checkpoints, TensorBoard logs, "
@@ -73,21 +72,7 @@ flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
 flags.DEFINE_float("clip_norm", 0.0, "Clip gradients by global norm (0: off).")
 flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggface", "none"],
                   "Frozen face-recognition net of L_id (none drops L_id).")
-flags.DEFINE_integer("seed", 0, "Seed of data order and augmentation (-1: none).")
-flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "Distribution strategy.")
-flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
-flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
-flags.DEFINE_integer("summary_every", 20, "Steps between TensorBoard scalars.")
-flags.DEFINE_integer("image_every", 500, "Steps between TensorBoard image grids.")
-flags.DEFINE_integer("eval_every", 1000, "Steps between held-out displacement evaluations.")
-flags.DEFINE_integer("eval_batches", 8, "Batches of the held-out set per evaluation.")
-flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")
-flags.DEFINE_bool("export", True, "Write <model_dir>/saved_model at the end.")
-flags.DEFINE_integer("default_train_num", 512, "Synthetic faces in the default training set.")
-flags.DEFINE_integer("default_eval_num", 64, "Synthetic faces in the default held-out set.")
-flags.DEFINE_string("face_model", None, "recon_tf face-model .npz (default: ICT-FaceKit).")
-flags.DEFINE_string("assets_dir", None, "Assets root (default: $RECON_TF_ASSETS or "
-                    "../shared/assets).")
+_common.define_loop_flags("displacement")
 define_fine_loss_flags()
 
 TERMS = ("total", "pho", "id", "alb", "smo")
