@@ -12,8 +12,11 @@ Conversion choices (ours; documented in the README):
 * units: ICT is in centimetres; we scale by 0.1 to decimetres (BFM/Deep3DFace
   units, so the same camera defaults serve both) and centre the mean shape.
 * expression order (:func:`order_expressions`): mirror pairs (``…_L``/``…_R``,
-  ``…Left``/``…Right``) stay adjacent and are ranked by their larger member's
-  largest vertex displacement, largest first; the paper's 29 expression
+  ``…Left``/``…Right``) stay adjacent; :data:`PHOTO_EXPRESSIONS` come first
+  (brows, lids and lips as photos show them: ranked by displacement alone, the
+  29 slots held cheek puffs and jaw shifts but no lowered brows), the rest are
+  ranked by their larger member's largest vertex displacement, largest
+  first; the paper's 29 expression
   coefficients take the most expressive shapes without ever splitting a pair
   (29 is odd: a pair that would be split is skipped for the next single
   shape, and follows right after). ``exp_bounds`` = [0, 1] for every shape.
@@ -23,7 +26,11 @@ Conversion choices (ours; documented in the README):
 * albedo: ICT has none; :func:`bfm.albedo.default_albedo_model` (its
   ``albedo_provenance`` is :data:`bfm.albedo.PROVENANCE`).
 * landmarks: ``idx_to_landmark_verts`` of ``vertex_indices.json``, which the
-  shared npz stores as ``lmk68``.
+  shared npz stores as ``lmk68``. ``jawline`` (:data:`ICT_JAWLINE`): the contour
+  alternatives that ICT-FaceKit's README lists for the jaw (right jawline for
+  Multi-PIE 0–7, left for 9–16), kept where they differ from ``lmk68``; the
+  2D landmark convention slides the jaw points towards them on the side turned
+  towards the camera (:mod:`recon_tf.landmarks`).
 
 Command line: ``python -m bfm.convert --source=ict_obj --input=FaceXModel --output=ict.npz``.
 """
@@ -47,6 +54,25 @@ CM_TO_DM = 0.1
 FACE_REGION_VERTICES = 9409
 PRIMARY_EXPRESSIONS = CoeffLayout().exp_dim  # the paper's 29
 MIRROR_SUFFIXES = (("_L", "_R"), ("Left", "Right"))
+# The blendshapes that the paper's 29 expression slots take first (ours): the movements
+# photos in the wild show, one per facial action (brows lowered / raised inside / outside,
+# lids closed / squinted / widened, lips smiling / frowning / stretched / raised / lowered /
+# dimpled / pressed, jaw open, lips closed and puckered). The rest follow by reach.
+PHOTO_EXPRESSIONS = ("jawOpen", "mouthSmile", "browDown", "browInnerUp", "browOuterUp",
+                     "eyeBlink", "eyeSquint", "eyeWide", "mouthFrown", "mouthStretch",
+                     "mouthUpperUp", "mouthLowerDown", "mouthDimple", "mouthPress",
+                     "mouthClose", "mouthPucker")
+# ICT-FaceKit README's jawline vertex ids (0-based) for Multi-PIE jaw points 0–7 and 9–16.
+ICT_JAWLINE = ((1278, 1272, 12, 1834, 243, 781, 2199, 1447),
+               (3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496))
+
+
+def jawline_ids(lmk68: np.ndarray, num_vertices: int) -> np.ndarray:
+    """int32 [17]: :data:`ICT_JAWLINE` per jaw point, −1 at the chin, where it equals
+    ``lmk68`` or where the id is outside the mesh."""
+    ids = np.array(ICT_JAWLINE[0] + (-1,) + ICT_JAWLINE[1], np.int64)
+    keep = (ids >= 0) & (ids < num_vertices) & (ids != np.asarray(lmk68)[:17])
+    return np.where(keep, ids, -1).astype(np.int32)
 
 
 def _compact_uv(tri_uv: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,17 +91,20 @@ def _mirror_key(name: str) -> tuple[str, int] | None:
 
 
 def order_expressions(names: list[str], reach: np.ndarray,
-                      primary: int = PRIMARY_EXPRESSIONS) -> list[int]:
-    """Blendshape order: mirror pairs adjacent, most expressive first, no pair split
-    by the first ``primary`` shapes.
+                      primary: int = PRIMARY_EXPRESSIONS,
+                      preferred: tuple[str, ...] = ()) -> list[int]:
+    """Blendshape order: mirror pairs adjacent, preferred then most expressive first,
+    no pair split by the first ``primary`` shapes.
 
     Args:
       names: K blendshape names.
       reach: float [K], each shape's largest vertex displacement.
       primary: the prefix that must hold whole pairs (the paper's 29).
+      preferred: unit names (a pair by its base name, e.g. ``"browDown"``) that
+        come first, in this order.
     Returns:
       a permutation of range(K): left before right inside a pair; units (a
-      pair or a single shape) ranked by their largest reach. The first
+      pair or a single shape) ranked preferred first, then by their largest reach. The first
       ``primary`` slots are filled greedily in rank order, skipping a pair
       that does not fit (it comes right after); if no single shape is left to
       fill the last slot, the pair is split there.
@@ -86,12 +115,19 @@ def order_expressions(names: list[str], reach: np.ndarray,
         key = _mirror_key(name)
         groups.setdefault(key[0] if key else f"#{i}", []).append((key[1] if key else 0, i))
     units = []
-    for members in groups.values():
+    base = {}
+    for key, members in groups.items():
         if len(members) == 2 and members[0][0] != members[1][0]:
             units.append([i for _, i in sorted(members)])
+            base[units[-1][0]] = key.split("|")[0]
         else:
             units += [[i] for _, i in members]
-    units.sort(key=lambda u: (-reach[u].max(), min(u)))
+    rank = {name: k for k, name in enumerate(preferred)}
+
+    def unit_rank(unit: list[int]) -> int:
+        return rank.get(base.get(unit[0], names[unit[0]]), len(rank))
+
+    units.sort(key=lambda u: (unit_rank(u), -reach[u].max(), min(u)))
     first: list[int] = []
     rest: list[int] = []
     for unit in units:
@@ -116,7 +152,7 @@ def build_model(mean_cm: np.ndarray, id_basis_cm: np.ndarray, exp_basis_cm: np.n
     mean = (mean_cm - mean_cm.mean(axis=0, keepdims=True)) * CM_TO_DM
     exp_basis_cm = np.asarray(exp_basis_cm)
     reach = np.linalg.norm(exp_basis_cm, axis=-1).max(axis=-1) if len(exp_basis_cm) else []
-    order = order_expressions(list(exp_names), np.asarray(reach))
+    order = order_expressions(list(exp_names), np.asarray(reach), preferred=PHOTO_EXPRESSIONS)
     uv_c, tri_uv_c = _compact_uv(np.asarray(tri_uv), np.asarray(uv))
     tris = np.asarray(tris, np.int32)
     lmk68 = np.asarray(lmk68, np.int32)
@@ -135,7 +171,7 @@ def build_model(mean_cm: np.ndarray, id_basis_cm: np.ndarray, exp_basis_cm: np.n
         "mean_albedo": mean_albedo, "albedo_basis": albedo_basis,
         "albedo_provenance": PROVENANCE,
         "triangles": tris, "uv": uv_c, "tri_uv": tri_uv_c, "lmk68": lmk68,
-        "front_mask": front,
+        "front_mask": front, "jawline": jawline_ids(lmk68, len(mean)),
         "skin_mask": (front * (1.0 - hidden)).astype(np.float32),
         "name": "ict_facekit",
     }

@@ -41,6 +41,10 @@ key                     shape, dtype       meaning
                                            blendshape names)
 ``albedo_provenance``   str                optional; how the albedo basis was made
                                            (absent: ``"unknown"``)
+``jawline``             [17] int32         optional; per iBUG jaw point, the vertex
+                                           of the jaw-bone outline seen on the side
+                                           turned towards the camera (−1: none;
+                                           :mod:`recon_tf.landmarks`)
 ======================  =================  ==========================================
 
 Colour space: albedo, rendered images and photos are all in the same
@@ -69,7 +73,8 @@ REQUIRED_KEYS = {
     "mean_albedo": (None, 3), "albedo_basis": (None, None, 3), "triangles": (None, 3),
     "uv": (None, 2), "tri_uv": (None, 3), "lmk68": (68,), "skin_mask": (None,),
 }
-OPTIONAL_KEYS = {"front_mask": (None,), "exp_bounds": (None, 2), "exp_names": (None,)}
+OPTIONAL_KEYS = {"front_mask": (None,), "exp_bounds": (None, 2), "exp_names": (None,),
+                 "jawline": (17,)}
 FLOAT_KEYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "albedo_basis", "uv",
               "skin_mask", "front_mask", "exp_bounds")
 STRING_KEYS = ("name", "albedo_provenance")
@@ -124,7 +129,7 @@ def _validate_optional(arrays: dict) -> None:
     """Shapes and values of the optional keys that are present."""
     rows = {"front_mask": arrays["mean_shape"].shape[0],
             "exp_bounds": arrays["exp_basis"].shape[0],
-            "exp_names": arrays["exp_basis"].shape[0]}
+            "exp_names": arrays["exp_basis"].shape[0], "jawline": 17}
     for key, expected in OPTIONAL_KEYS.items():
         if key not in arrays:
             continue
@@ -137,6 +142,10 @@ def _validate_optional(arrays: dict) -> None:
         bounds = np.asarray(arrays["exp_bounds"], np.float64)
         if np.isnan(bounds).any() or np.any(bounds[:, 0] > bounds[:, 1]):
             raise FaceModelFormatError("'exp_bounds' rows must be (low, high) with low <= high")
+    if "jawline" in arrays:
+        jaw = np.asarray(arrays["jawline"])
+        if jaw.min() < -1 or jaw.max() >= arrays["mean_shape"].shape[0]:
+            raise FaceModelFormatError("'jawline' ids must be -1 or vertex ids")
     if "front_mask" in arrays and not np.all(np.isfinite(arrays["front_mask"])):
         raise FaceModelFormatError("'front_mask' contains NaN or Inf")
 
@@ -152,6 +161,8 @@ def save_face_model(path: str, arrays: dict) -> None:
     for key in FLOAT_KEYS:
         if key in out:
             out[key] = out[key].astype(np.float32)
+    if "jawline" in out:
+        out["jawline"] = out["jawline"].astype(np.int32)
     if "exp_names" in out:
         out["exp_names"] = out["exp_names"].astype(str)
     folder = os.path.dirname(os.path.abspath(path))

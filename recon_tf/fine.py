@@ -38,9 +38,11 @@ import tensorflow as tf
 from recon_tf import fine_losses as losses
 from recon_tf.face_model import FaceModel
 from recon_tf.fitting import Fitter
-from recon_tf.lighting import shade
+from recon_tf.camera import rotate_normals
+from recon_tf.lighting import irradiance, shade
 from recon_tf.render.detail import displace, shade_uv_maps
-from recon_tf.render.uv import attributes_to_uv, rasterize_uv_layout, unwrap_image
+from recon_tf.render.uv import (attributes_to_uv, bilinear_sample, rasterize_uv_layout,
+                                unwrap_image)
 
 WAVELET_SOURCES = ("uv", "crop")
 FIT_MIN_FACING = 0.5  # per-photo fine fitting: only texels within 60° of facing the camera
@@ -65,6 +67,8 @@ class FineInputs(NamedTuple):
       angles: float32 [B, 3]; light: float32 [B, 27].
       facing: float32 [B, U, U, 1], camera-space n_z of the coarse surface (1:
         facing the camera, 0: grazing).
+      texel_pixels: float32 [B, U, U, 2], where each texel lands in the crop
+        (x, y pixel-edge coordinates), or None.
     """
 
     texture: tf.Tensor
@@ -81,6 +85,7 @@ class FineInputs(NamedTuple):
     angles: tf.Tensor
     light: tf.Tensor
     facing: tf.Tensor
+    texel_pixels: tf.Tensor | None = None
 
 
 class FineOutputs(NamedTuple):
@@ -153,15 +158,16 @@ class FineStage:
                                       pix[..., 3:4], self.layout)
         increment = tf.clip_by_value((texture - rendered_uv) * visible, -1.0, 1.0)
         model_normals = fm.vertex_normals(verts)
-        maps = attributes_to_uv(tf.concat([albedo, verts, model_normals, normals[..., 2:3]],
-                                          -1), self.layout)
+        maps = attributes_to_uv(tf.concat([albedo, verts, model_normals, normals[..., 2:3],
+                                           screen], -1), self.layout)
         normal_map = tf.math.l2_normalize(maps[..., 6:9], axis=-1)
         module_texture = texture
         if self.wavelet_source == "crop":
             module_texture = tf.image.resize(images, [self.uv_size, self.uv_size], "area")
         return FineInputs(texture, visible, increment, tf.clip_by_value(maps[..., :3], 0, 1),
                           maps[..., 3:6], normal_map, self.layout.mask, module_texture, ids,
-                          bary, front, params["angles"], params["light"], maps[..., 9:10])
+                          bary, front, params["angles"], params["light"], maps[..., 9:10],
+                          maps[..., 10:12])
 
     # ------------------------------------------------------------ outputs
     def predict(self, inputs: FineInputs, albedo_module=None, displacement_module=None,
@@ -216,6 +222,26 @@ class FineStage:
         total = losses.fine_loss(w, pho, ident, alb, smo)
         return {"pho": pho, "id": ident, "alb": alb, "smo": smo, "total": total}
 
+    def texture_detail(self, inputs: FineInputs, mask: tf.Tensor, limit: float = 0.25
+                       ) -> tf.Tensor:
+        """The photo's albedo detail over the coarse albedo, for starting a fit.
+
+        Per texel, the albedo that reproduces the unwrapped photo under the
+        coarse normals and SH light is texture / irradiance (Eq. 5 solved for
+        the albedo). Its difference from the coarse albedo is kept only inside
+        ``mask`` (float32 [B, U, U, 1]: visible skin) and only above the
+        low-pass of L_alb (Eq. 12: the detail may not change the coarse map's
+        low frequencies), clipped to ±``limit``. Returns float32 [B, U, U, 3].
+        """
+        shape = tf.shape(inputs.normal_map)
+        normals = rotate_normals(tf.reshape(inputs.normal_map, [shape[0], -1, 3]), inputs.angles)
+        irr = tf.reshape(irradiance(normals, inputs.light), tf.shape(inputs.texture))
+        target = inputs.texture / tf.maximum(irr, 0.05)
+        raw = (target - inputs.coarse_albedo) * mask
+        sigma = self.weights.alb_blur_sigma * self.uv_size / losses.UV_REFERENCE_SIZE
+        high = raw - losses.gaussian_lowpass(raw, mask, sigma)
+        return tf.clip_by_value(high, -limit, limit) * mask * inputs.uv_mask
+
     def id_target(self, images: tf.Tensor) -> tf.Tensor | None:
         """Frozen identity features of the inputs (None without an identity net)."""
         if self.identity_net is None:
@@ -226,11 +252,14 @@ class FineStage:
     def fit(self, inputs: FineInputs, images: tf.Tensor, skin_mask: tf.Tensor,
             steps: int = 100, lr_displacement: float = 2e-5, lr_albedo: float = 2e-4,
             use_albedo: bool = True, use_displacement: bool = True,
-            min_facing: float = FIT_MIN_FACING) -> tuple[FineOutputs, dict]:
+            min_facing: float = FIT_MIN_FACING, init_from_texture: bool = True
+            ) -> tuple[FineOutputs, dict]:
         """Per-photo fine fitting: optimise D and an albedo detail map directly.
 
         For when no trained modules are at hand. Starting from D = 0 and the
-        coarse albedo, gradient descent with momentum (on each map's gradient
+        coarse albedo plus, with ``init_from_texture``, the high-frequency part
+        of the photo's own albedo (:meth:`texture_detail`, skin texels only),
+        gradient descent with momentum (on each map's gradient
         divided by its RMS, so weakly constrained texels move little, unlike
         per-texel Adam) minimises Eq. 11 over a displacement map and an
         additive albedo detail. Both are multiplied by a fit mask: texels where
@@ -243,15 +272,18 @@ class FineStage:
         """
         batch = int(images.shape[0])
         shape = [batch, self.uv_size, self.uv_size]
+        fit_mask = inputs.visible * tf.cast(inputs.facing >= min_facing, tf.float32)
         disp = tf.Variable(tf.zeros(shape + [1]))
-        detail = tf.Variable(tf.zeros(shape + [3]))
+        start = tf.zeros(shape + [3])
+        if init_from_texture and use_albedo and inputs.texel_pixels is not None:
+            skin_uv = bilinear_sample(skin_mask, inputs.texel_pixels)
+            start = self.texture_detail(inputs, fit_mask * tf.cast(skin_uv > 0.5, tf.float32))
+        detail = tf.Variable(start)
         groups = ([(disp, tf.keras.optimizers.SGD(lr_displacement, momentum=0.9))]
                   if use_displacement else []) + (
             [(detail, tf.keras.optimizers.SGD(lr_albedo, momentum=0.9))] if use_albedo else [])
         variables = [v for v, _ in groups]
         id_target = self.id_target(images)
-
-        fit_mask = inputs.visible * tf.cast(inputs.facing >= min_facing, tf.float32)
 
         def outputs() -> FineOutputs:
             albedo = tf.clip_by_value(inputs.coarse_albedo + detail * fit_mask, 0.0, 1.0)

@@ -187,7 +187,7 @@ class Fitter:
         self.camera_kind = camera_kind
         lmk68 = face_model.arrays["lmk68"] if landmark_ids is None else landmark_ids
         self.contour = ContourLandmarks(face_model.arrays["mean_shape"], lmk68,
-                                        landmark_convention)
+                                        landmark_convention, face_model.arrays.get("jawline"))
         front = getattr(face_model, "front_mask", None)
         self.front_mask = (tf.ones([face_model.num_vertices], tf.float32) if front is None
                            else tf.convert_to_tensor(front, tf.float32))

@@ -167,7 +167,8 @@ def test_ict_npz_matches_obj_converter():
     np.testing.assert_allclose(from_obj["uv"][from_obj["tri_uv"][:nt]],
                                from_npz["uv"][from_npz["tri_uv"]], atol=1e-6)
     np.testing.assert_array_equal(from_obj["lmk68"], from_npz["lmk68"])
-    assert names[:2] == ["jawOpen", "mouthClose"]
+    np.testing.assert_array_equal(from_obj["jawline"], from_npz["jawline"])
+    assert names[:3] == ["jawOpen", "mouthSmile_L", "mouthSmile_R"]
 
 
 def test_ict_obj_dir_errors(tmp_path):
@@ -196,6 +197,10 @@ def test_expression_order_keeps_mirror_pairs_together():
     pairs_only = names[1:5]
     got = [pairs_only[i] for i in order_expressions(pairs_only, reach[1:5], primary=3)]
     assert got == ["blink_L", "blink_R", "look_L", "look_R"]
+    # preferred units come first (a pair by its base name), then the rest by reach
+    order = order_expressions(names, reach, primary=4, preferred=("smile", "pucker"))
+    assert [names[i] for i in order][:5] == ["smile_L", "smile_R", "pucker", "jawOpen",
+                                             "blink_L"]
 
 
 def test_ict_first_29_expressions_hold_whole_pairs(ict_arrays):
@@ -209,6 +214,9 @@ def test_ict_first_29_expressions_hold_whole_pairs(ict_arrays):
                 assert (name in first) == (twin in first), (name, twin)
                 assert names.index(twin) == names.index(name) + 1
     assert "eyeLookDown_L" in names[:29] or "eyeLookDown_R" not in names[:29]
+    for action in ("browDown_L", "browInnerUp_R", "eyeBlink_L", "eyeSquint_R", "mouthSmile_L",
+                   "mouthFrown_R", "mouthPress_L"):  # what photos show is in the 29
+        assert action in first, action
     np.testing.assert_array_equal(ict_arrays["exp_bounds"], np.tile([[0.0, 1.0]], (53, 1)))
 
 
