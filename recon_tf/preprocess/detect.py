@@ -50,12 +50,16 @@ class FaceDetector:
       detect_max_side: images are downscaled so their longer side is at most
         this for detection (0: never).
       device: TF device string for MTCNN, e.g. ``"CPU:0"``.
+      pad_fractions: paddings tried, in turn, when nothing is found (see
+        :meth:`detect`; empty: no retry).
     """
 
     def __init__(self, min_face_size: int = 20, min_confidence: float = 0.9,
-                 detect_max_side: int = 1024, device: str = "CPU:0"):
+                 detect_max_side: int = 1024, device: str = "CPU:0",
+                 pad_fractions: tuple[float, ...] = (0.25, 0.5)):
         from mtcnn import MTCNN
 
+        self.pad_fractions = tuple(pad_fractions)
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
         self.detect_max_side = detect_max_side
@@ -63,6 +67,14 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Detect faces in an RGB uint8 [H, W, 3] image.
+
+        A face that fills the frame (a tight crop, as users and data sets such as
+        CelebA's aligned images bring) is often missed by MTCNN, whose networks
+        saw faces with context around them. When nothing is found, the image is
+        padded on every side with its mean colour by each of ``pad_fractions``
+        of its longer side in turn, and the first padding that finds faces
+        gives them (boxes in the original image's pixels, possibly reaching
+        outside it).
 
         Returns:
           The faces scoring ≥ ``min_confidence``, largest box first.
@@ -77,17 +89,32 @@ class FaceDetector:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             scale = size[0] / float(w)
-        rows = self._mtcnn.detect_faces(small, box_format="xyxy", output_type="numpy",
+        pad, faces = 0, self._detect(small)
+        for fraction in self.pad_fractions if not faces else ():
+            pad = int(round(fraction * max(small.shape[:2])))
+            colour = [int(v) for v in small.reshape(-1, 3).mean(axis=0)]
+            faces = self._detect(cv2.copyMakeBorder(small, pad, pad, pad, pad,
+                                                    cv2.BORDER_CONSTANT, value=colour))
+            if faces:
+                break
+        offset = np.float32(pad)
+        faces = [FaceBox((f.box - np.array([offset, offset, 0, 0], np.float32)) / scale,
+                         f.confidence, (f.keypoints - offset) / np.float32(scale))
+                 for f in faces]
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
+    def _detect(self, image: np.ndarray) -> list[FaceBox]:
+        """MTCNN on ``image`` as is: faces ≥ ``min_confidence`` in its pixels."""
+        rows = self._mtcnn.detect_faces(image, box_format="xyxy", output_type="numpy",
                                         min_face_size=self.min_face_size)
         faces = []
         for row in np.asarray(rows, np.float64).reshape(-1, 16):
             x1, y1, x2, y2, conf = row[1:6]
             if conf < self.min_confidence or x2 <= x1 or y2 <= y1:
                 continue
-            box = np.array([x1, y1, x2 - x1, y2 - y1], np.float32) / scale
-            keypoints = (row[6:16].reshape(2, 5).T / scale).astype(np.float32)
-            faces.append(FaceBox(box, float(conf), keypoints))
-        faces.sort(key=lambda f: f.area, reverse=True)
+            box = np.array([x1, y1, x2 - x1, y2 - y1], np.float32)
+            faces.append(FaceBox(box, float(conf), row[6:16].reshape(2, 5).T.astype(np.float32)))
         return faces
 
 
