@@ -36,13 +36,17 @@ import numpy as np
 import tensorflow as tf
 
 from recon_tf import fine_losses as losses
+from recon_tf.camera import rotate_normals
 from recon_tf.face_model import FaceModel
 from recon_tf.fitting import Fitter
-from recon_tf.camera import rotate_normals
 from recon_tf.lighting import irradiance, shade
 from recon_tf.render.detail import displace, shade_uv_maps
-from recon_tf.render.uv import (attributes_to_uv, bilinear_sample, rasterize_uv_layout,
-                                unwrap_image)
+from recon_tf.render.uv import (
+    attributes_to_uv,
+    bilinear_sample,
+    rasterize_uv_layout,
+    unwrap_image,
+)
 
 WAVELET_SOURCES = ("uv", "crop")
 FIT_MIN_FACING = 0.5  # per-photo fine fitting: only texels within 60° of facing the camera
