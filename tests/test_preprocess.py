@@ -340,6 +340,25 @@ def test_pfld_nme_on_annotated_photos(preprocessor):
     assert all(e < 0.08 for e in errors.values()), errors
 
 
+def test_pfld_second_pass_follows_the_face_not_the_box(preprocessor):
+    """With the second pass, a detector box shifted by 15 % of its size moves the
+    landmarks less than with one pass, and the two-pass landmarks stay on the face."""
+    image = image_io.load_image(asset_path("images/faces/obama.jpg")).pixels
+    box = preprocessor.detector.detect(image)[0].box
+    one_pass = landmarks.PFLDLandmarker(refine=False)
+    two_pass = landmarks.PFLDLandmarker()
+    shifts = {"one": [], "two": []}
+    for dx, dy in ((0.15, 0.0), (0.0, 0.15), (-0.15, -0.15)):
+        moved = box + np.array([dx * box[2], dy * box[3], 0.0, 0.0], np.float32)
+        for name, marker in (("one", one_pass), ("two", two_pass)):
+            delta = marker(image, moved) - marker(image, box)
+            shifts[name].append(np.linalg.norm(delta, axis=1).mean())
+    assert np.mean(shifts["two"]) < 0.8 * np.mean(shifts["one"]), shifts
+    left, top, side = landmarks.landmark_crop_box(two_pass(image, box))
+    x, y, w, h = box
+    assert abs(left + side / 2 - (x + w / 2)) < 0.15 * w and 0.9 * w < side < 1.6 * w
+
+
 # ---------------------------------------------------------------- end to end
 
 
