@@ -129,21 +129,23 @@ class PFLDLandmarker:
         first = self._run(image, *square_crop_box(box))
         if not self.refine or not np.all(np.isfinite(first)) or np.ptp(first[:, 0]) < 2:
             return first
-        crop = landmark_crop_box(first)
-        return (first + self._run(image, *crop) + self._run_mirrored(image, *crop)) / 3.0
-
-    def _run_mirrored(self, image: np.ndarray, left: float, top: float, side: float
-                      ) -> np.ndarray:
-        """One pass on the mirrored photo (the same crop, mirrored), mapped back:
-        x → width − 1 − x and the points re-indexed by ``FLIP_PERMUTATION_68``."""
-        width = image.shape[1]
-        points = self._run(np.ascontiguousarray(image[:, ::-1]), width - left - side, top, side)
-        points[:, 0] = width - 1 - points[:, 0]
-        return points[FLIP_PERMUTATION_68]
+        left, top, side = landmark_crop_box(first)
+        crop = crop_square(image, left, top, side, PFLD_INPUT_SIZE)
+        second = self._infer(crop, left, top, side)
+        # The mirrored pass: the same crop flipped, its points flipped back (x within
+        # the crop) and re-indexed, as if the photo itself had been mirrored.
+        mirrored = self._infer(crop[:, ::-1], left, top, side)
+        mirrored[:, 0] = 2.0 * left + side - 1.0 - mirrored[:, 0]
+        return (first + second + mirrored[FLIP_PERMUTATION_68]) / 3.0
 
     def _run(self, image: np.ndarray, left: float, top: float, side: float) -> np.ndarray:
         """One PFLD pass on the square crop (left, top, side), edge coordinates."""
-        crop = crop_square(image, left, top, side, PFLD_INPUT_SIZE)
+        return self._infer(crop_square(image, left, top, side, PFLD_INPUT_SIZE),
+                           left, top, side)
+
+    def _infer(self, crop: np.ndarray, left: float, top: float, side: float) -> np.ndarray:
+        """PFLD on a uint8 [112, 112, 3] crop of the square (left, top, side) → its
+        68 points in the photo's pixels (centres at integers)."""
         x = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         out = np.asarray(self._session.run(None, {self._input: x})[0], np.float32)
         units = out.reshape(68, 2)
