@@ -166,7 +166,8 @@ def detector_landmark_ids(face_model: FaceModel, preprocessor, cache: str | None
             return None
         return preprocessor.landmarker(image, faces[0].box), 1.0
 
-    name = f"detector_{getattr(preprocessor, 'landmarker_name', 'pfld')}"
+    tag = getattr(preprocessor.landmarker, "cache_tag", None)
+    name = f"detector_{tag or getattr(preprocessor, 'landmarker_name', 'pfld')}"
     corr = cached_correspondence(face_model, name, detect, cache)
     ids = np.asarray(face_model.arrays["lmk68"], np.int32).copy()
     keep = np.arange(68) >= 17

@@ -76,6 +76,9 @@ class PreparedFace:
         when ``fit_features``).
       dense: float32 [P, 2] FaceMesh points in crop pixels, or None.
       info: JSON-friendly details (box, face count, notes).
+      fine_mask: uint8 [S, S] 0/255, the fine stage's photometric mask: the
+        skin mask plus eyes, brows and mouth with their surroundings
+        (:func:`recon_tf.preprocess.skin_mask.detail_regions`); None: the skin mask.
     """
 
     path: str
@@ -88,6 +91,7 @@ class PreparedFace:
     skin_mask: np.ndarray
     dense: np.ndarray | None
     info: dict
+    fine_mask: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -223,7 +227,7 @@ class PhotoReconstructor:
         """Landmark, align and mask one detected face of a decoded photo."""
         from recon_tf.preprocess import _decode_to_original
         from recon_tf.preprocess.align import align_face
-        from recon_tf.preprocess.skin_mask import feature_regions, skin_mask
+        from recon_tf.preprocess.skin_mask import detail_regions, feature_regions, skin_mask
 
         pre = self.preprocessor
         image = decoded[0]
@@ -239,6 +243,8 @@ class PhotoReconstructor:
             if self.fit_features:
                 features = feature_regions(aligned.landmarks, fit_mask.shape)
                 fit_mask = np.maximum(fit_mask, features & aligned.valid)
+            details = detail_regions(aligned.landmarks, fit_mask.shape) & aligned.valid
+            fine_mask = np.maximum(fit_mask, details)
             dense = None
             info = {**info, "mask_method": mask.method, **face.to_json()}
             if self.facemesh is not None:
@@ -250,7 +256,8 @@ class PhotoReconstructor:
                                 _decode_to_original(image),
                                 aligned.transform.astype(np.float64), aligned.image,
                                 aligned.landmarks.astype(np.float32), fit_mask,
-                                None if dense is None else dense.astype(np.float32), info)
+                                None if dense is None else dense.astype(np.float32), info,
+                                fine_mask)
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")
 
@@ -406,8 +413,8 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
     tensors, dict of Eq. 11 terms as numpy [B])."""
     fine = recon.fine
     images = tf.constant(np.stack([f.crop for f in faces]).astype(np.float32) / 255.0)
-    skin = tf.constant(np.stack([f.skin_mask for f in faces]).astype(np.float32)[..., None]
-                       / 255.0)
+    masks = [f.skin_mask if f.fine_mask is None else f.fine_mask for f in faces]
+    skin = tf.constant(np.stack(masks).astype(np.float32)[..., None] / 255.0)
     inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images)
     if fine.albedo_module is None and fine.displacement_module is None:
         return fine.stage.fit(inputs, images, skin, fine.steps)

@@ -42,3 +42,28 @@ def test_facemesh_points_land_on_the_right_places(face_model, facemesh, tmp_path
 def test_a_detector_that_sees_nothing_fails_clearly(face_model):
     with pytest.raises(RuntimeError, match="found only 0"):
         learn_correspondence(face_model, lambda image, box: None, num_faces=8)
+
+
+def test_detector_convention_cache_is_keyed_by_what_the_points_mean(face_model, monkeypatch):
+    """A cache learned from another landmarker version (e.g. PFLD without its
+    second pass) must not be reused: the key carries the landmarker's tag."""
+    import types
+
+    from recon_tf import dense_landmarks
+
+    names = []
+    corr = DenseCorrespondence(np.arange(68, dtype=np.int32), np.ones(68, np.float32),
+                               np.full(68, 1.0, np.float32), face_model.name)
+
+    def fake_cache(fm, name, detect, cache=None):
+        names.append(name)
+        return corr
+
+    monkeypatch.setattr(dense_landmarks, "cached_correspondence", fake_cache)
+    for tag in ("pfld-crop2-mirror", "pfld"):
+        pre = types.SimpleNamespace(landmarker=types.SimpleNamespace(cache_tag=tag),
+                                    detector=None)
+        ids = dense_landmarks.detector_landmark_ids(face_model, pre)
+        np.testing.assert_array_equal(ids[:17], face_model.arrays["lmk68"][:17])  # jaw kept
+        np.testing.assert_array_equal(ids[17:], np.arange(17, 68))
+    assert names == ["detector_pfld-crop2-mirror", "detector_pfld"]

@@ -287,6 +287,21 @@ def test_skin_mask_respects_valid_and_falls_back_on_grayscale(template_3d):
     assert (result.mask > 0).mean() > 0.1
 
 
+def test_detail_regions_cover_features_inside_the_face_only(template_3d):
+    image, lm = _synthetic_face(template_3d)
+    details = skin_mask.detail_regions(lm, (224, 224))
+    skin = skin_mask.skin_mask(image, lm).mask
+    assert set(np.unique(details)) <= {0, 255}
+    for idx in (37, 44, 19, 24, 57, 62):  # eyes, brows, lower lip, inner mouth
+        x, y = np.round(lm[idx]).astype(int)
+        assert details[y, x] == 255 and skin[y, x] == 0
+    cheek = np.round(0.5 * (lm[3] + lm[31])).astype(int)
+    assert details[cheek[1], cheek[0]] == 0  # the skin mask's part, not this one
+    region = skin_mask.face_region(lm, (224, 224))
+    assert not np.any(details & ~region)  # never outside the face polygon
+    assert details[:40].max() == 0 and details[5, 5] == 0
+
+
 # ---------------------------------------------------------------- landmarks
 
 
@@ -315,6 +330,31 @@ def test_unavailable_landmarkers_raise_clear_errors(monkeypatch):
         landmarks.make_landmarker("dlib")
     with pytest.raises(landmarks.LandmarkerUnavailableError, match="face-alignment"):
         landmarks.make_landmarker("fan")
+
+
+def test_dlib_weights_found_without_importing_their_package(tmp_path, monkeypatch):
+    """face-recognition-models' __init__ needs pkg_resources; its file is found by spec."""
+    import types
+
+    package = tmp_path / "face_recognition_models"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('pkg_resources')\n")
+    spec = types.SimpleNamespace(submodule_search_locations=[str(package)])
+    monkeypatch.delenv("RECON_TF_DLIB_PREDICTOR", raising=False)
+    monkeypatch.setattr(landmarks.importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(landmarks.LandmarkerUnavailableError, match="missing: .*shape_predictor"):
+        landmarks.dlib_predictor_path()
+    weights = package / "models" / landmarks.DLIB_PREDICTOR
+    weights.write_bytes(b"dat")
+    assert landmarks.dlib_predictor_path() == str(weights)
+    other = tmp_path / "mine.dat"
+    other.write_bytes(b"dat")
+    monkeypatch.setenv("RECON_TF_DLIB_PREDICTOR", str(other))
+    assert landmarks.dlib_predictor_path() == str(other)
+    monkeypatch.delenv("RECON_TF_DLIB_PREDICTOR")
+    monkeypatch.setattr(landmarks.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(landmarks.LandmarkerUnavailableError, match="face-recognition-models"):
+        landmarks.dlib_predictor_path()
 
 
 def test_pfld_nme_on_annotated_photos(preprocessor):

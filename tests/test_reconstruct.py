@@ -242,3 +242,23 @@ def test_fine_outputs_are_consistent(run_dir):
     summary = json.load(open(out / "summary.json"))
     entry = [e for e in summary["images"] if e["path"].endswith("takeo.ppm")][0]
     assert set(entry["faces"][0]["fine_loss"]) >= {"pho", "alb", "smo", "total"}
+
+
+def test_fine_render_paints_the_eyes_and_mouth(run_dir):
+    """The fine fit's mask adds eyes, brows and mouth to the skin
+    (``PreparedFace.fine_mask``): there the fine render follows the photo
+    much more closely than the coarse render, which the basis cannot paint."""
+    from recon_tf.preprocess.skin_mask import excluded_regions
+
+    src, out, _ = run_dir
+    d = out / "takeo"
+    photo = cv2.imread(str(src / "takeo.ppm")).astype(np.float64)
+    truth = read_pts(asset_path("images/faces_68pts/takeo.pts"))
+    mask = cv2.imread(str(d / "face_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    region = mask & (excluded_regions(truth, mask.shape) > 0)
+    assert region.sum() > 200
+    errors = {}
+    for name in ("render_coarse", "render_fine"):
+        render = cv2.imread(str(d / f"{name}.png")).astype(np.float64)
+        errors[name] = np.mean((render - photo)[region] ** 2)
+    assert errors["render_fine"] < 0.5 * errors["render_coarse"], errors

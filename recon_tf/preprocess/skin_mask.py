@@ -134,6 +134,20 @@ def feature_regions(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return cv2.bitwise_and(mask, cv2.bitwise_not(inner))
 
 
+def detail_regions(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W] 0/255: eyes, eyebrows and mouth with their surroundings
+    (:func:`excluded_regions`), inside the face polygon (:func:`face_region`).
+
+    What the fine stage paints beside the skin: per-photo fine fitting
+    (:meth:`recon_tf.fine.FineStage.fit`) reproduces lash lines, brows, the
+    eye opening and the lips through the detail albedo, which the coarse
+    basis cannot. The skin-colour test of :func:`skin_mask` is not applied
+    here (brows, lashes and lips fail it), so only the landmarks bound it:
+    hair and background outside the face polygon stay out.
+    """
+    return cv2.bitwise_and(excluded_regions(landmarks, shape), face_region(landmarks, shape))
+
+
 def geometric_mask(landmarks: np.ndarray, shape: tuple[int, int],
                    forehead: float = 0.8) -> np.ndarray:
     """uint8 [H, W] 0/255: face region minus eyes, eyebrows and mouth."""
