@@ -88,7 +88,7 @@ def build_objective(face_model):
     from recon_tf.nets.identity import make_identity_net
 
     overrides = {} if FLAGS.identity_net != "none" else {"id_weight": 0.0}
-    weights = weights_from_flags(face_model, fitting=False, **overrides)
+    weights = weights_from_flags(face_model, **overrides)
     identity = (make_identity_net(FLAGS.identity_net)
                 if FLAGS.identity_net != "none" else None)
     return Fitter(face_model, weights, identity_net=identity, image_size=FLAGS.image_size,

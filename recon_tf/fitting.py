@@ -159,8 +159,7 @@ class Fitter:
 
     Args:
       face_model: the 3DMM.
-      weights: loss weights (default: :meth:`CoarseLossWeights.for_model` with
-        ``fitting=True``).
+      weights: loss weights (default: :meth:`CoarseLossWeights.for_model`).
       schedule: steps and learning rates.
       identity_net: a frozen face-recognition net for L_id
         (:mod:`recon_tf.nets.identity`), or None to drop L_id.
@@ -179,7 +178,7 @@ class Fitter:
                  landmark_convention: str = "2d", landmark_ids: np.ndarray | None = None):
         self.face_model = face_model
         self.layout = face_model.layout
-        self.weights = weights or losses.CoarseLossWeights.for_model(face_model, fitting=True)
+        self.weights = weights or losses.CoarseLossWeights.for_model(face_model)
         self.schedule = schedule or FitSchedule()
         self.identity_net = identity_net if self.weights.id_weight > 0 else None
         self.dense = dense if self.weights.dense_lmk_weight > 0 else None

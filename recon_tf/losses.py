@@ -16,9 +16,11 @@ coefficients ~ N(0, 1). Models whose expression coefficients are bounded
 blendshape weights (ICT-FaceKit's β ∈ [0, 1]) get λ_β = ``BLENDSHAPE_BETA_WEIGHT``
 = 3e-3 instead (:meth:`CoarseLossWeights.for_model`): a weight of 1 is a full
 blendshape, not one standard deviation, and a zero-mean Gaussian prior on
-it is a sparsity prior. Per-photo fitting uses λ_α = 1e-3
-(``FITTING_OVERRIDES``): one photo constrains the identity less than a
-network trained on many; the value was chosen on held-out synthetic faces.
+it is a sparsity prior. Per-photo fitting uses the same weights as
+training: a stronger identity prior for fitting (λ_α = 1e-3) was an earlier
+default; re-measured on 2026-11-26 it tied on held-out synthetic faces
+(vertex error 1.75 vs 1.76 mm) and lost on the annotated photos (NME 6.34 vs
+6.07 %, coarse PSNR 21.52 vs 21.94 dB), see the README.
 """
 
 from __future__ import annotations
@@ -31,9 +33,6 @@ from recon_tf.coeffs import Coeffs
 
 REFERENCE_CROP = 224.0
 BLENDSHAPE_BETA_WEIGHT = 3e-3
-# Per-photo fitting sees one image where a network averages over many: stronger
-# identity prior (chosen on held-out synthetic faces, see the README's fitting evidence).
-FITTING_OVERRIDES = {"alpha_weight": 1e-3}
 EPS = 1e-8
 
 
@@ -67,10 +66,10 @@ class CoarseLossWeights:
     gamma_weight: float = 10.0
 
     @classmethod
-    def for_model(cls, face_model, fitting: bool = False, **overrides) -> CoarseLossWeights:
-        """Defaults for a face model (bounded blendshapes change λ_β), for training or
-        per-photo fitting (``FITTING_OVERRIDES``), then explicit overrides (None = default)."""
-        values = dict(FITTING_OVERRIDES) if fitting else {}
+    def for_model(cls, face_model, **overrides) -> CoarseLossWeights:
+        """Defaults for a face model (bounded blendshapes change λ_β), then explicit
+        overrides (None = default). Training and per-photo fitting share them."""
+        values = {}
         if getattr(face_model, "exp_bounds", None) is not None:
             values["beta_weight"] = BLENDSHAPE_BETA_WEIGHT
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -82,8 +81,7 @@ FLAG_HELP = {
     "lmk_weight": "λ_lmk of Eq. 6, landmark loss weight, squared 224-crop pixels "
                   "(Deep3DFace: 1.6e-3).",
     "id_weight": "λ_id of Eq. 6, identity loss weight, L_id = 1 - cos (Deep3DFace: 0.2).",
-    "alpha_weight": "λ_α of Eq. 10, identity regulariser (Deep3DFace: 3e-4; per-photo "
-                    "fitting: 1e-3).",
+    "alpha_weight": "λ_α of Eq. 10, identity regulariser (Deep3DFace: 3e-4).",
     "beta_weight": "λ_β of Eq. 10, expression regulariser (default: Deep3DFace 2.4e-4 for "
                    "PCA models, 3e-3 for bounded blendshapes such as ICT).",
     "delta_weight": "λ_δ of Eq. 10, albedo regulariser (Deep3DFace: 5.1e-6).",
@@ -106,15 +104,14 @@ def define_coarse_loss_flags(flag_values=None, **defaults) -> None:
                            flag_values=fv)
 
 
-def weights_from_flags(face_model, flag_values=None, fitting: bool = False,
-                       **overrides) -> CoarseLossWeights:
+def weights_from_flags(face_model, flag_values=None, **overrides) -> CoarseLossWeights:
     """:class:`CoarseLossWeights` from the flags of :func:`define_coarse_loss_flags`."""
     from absl import flags
 
     fv = flags.FLAGS if flag_values is None else flag_values
     values = {f.name: getattr(fv, f.name) for f in dataclasses.fields(CoarseLossWeights)}
     values.update(overrides)
-    return CoarseLossWeights.for_model(face_model, fitting=fitting, **values)
+    return CoarseLossWeights.for_model(face_model, **values)
 
 
 # --------------------------------------------------------------------- Eq. 7

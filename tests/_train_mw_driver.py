@@ -53,7 +53,7 @@ def main() -> None:
 
     keras.utils.set_random_seed(args.seed)
     face_model = load_default_face_model()
-    weights = CoarseLossWeights.for_model(face_model, fitting=False, id_weight=0.0)
+    weights = CoarseLossWeights.for_model(face_model, id_weight=0.0)
     objective = Fitter(face_model, weights, identity_net=None, image_size=args.image_size)
 
     def build():

@@ -75,8 +75,8 @@ def test_blendshape_models_get_their_own_beta_default(face_model):
     assert losses.CoarseLossWeights.for_model(object()).beta_weight == pytest.approx(2.4e-4)
     assert losses.CoarseLossWeights.for_model(object(), id_weight=0.5).id_weight == 0.5
     assert losses.CoarseLossWeights.for_model(object()).alpha_weight == pytest.approx(3e-4)
-    assert losses.CoarseLossWeights.for_model(object(), fitting=True).alpha_weight == \
-        losses.FITTING_OVERRIDES["alpha_weight"]
+    assert losses.CoarseLossWeights.for_model(object(), alpha_weight=None).alpha_weight == \
+        pytest.approx(3e-4)  # None = the documented default (unset flag)
 
 
 def _grad_norms(face_model, loss_fn):

@@ -129,7 +129,7 @@ def build_reconstructor():
         identity = make_identity_net(FLAGS.identity_net)
     else:
         overrides["id_weight"] = 0.0
-    weights = weights_from_flags(face_model, fitting=True, **overrides)
+    weights = weights_from_flags(face_model, **overrides)
     schedule = FitSchedule(pose_steps=FLAGS.pose_steps, landmark_steps=FLAGS.landmark_steps,
                            landmark_identity=FLAGS.landmark_identity,
                            robust_scale_px=FLAGS.robust_scale_px,
