@@ -49,7 +49,7 @@ from recon_tf.render.uv import (
 )
 
 WAVELET_SOURCES = ("uv", "crop")
-FIT_MIN_FACING = 0.5  # per-photo fine fitting: only texels within 60° of facing the camera
+FIT_MIN_FACING = 0.25  # per-photo fine fitting: texels within ≈ 75° of facing the camera
 
 
 class FineInputs(NamedTuple):

@@ -75,6 +75,10 @@ def test_fine_fitting_lowers_the_loss_and_stays_where_visible(stage, synthetic):
     assert np.all(after["pho"] < before["pho"].numpy())
     hidden = inputs.visible.numpy() < 0.5
     assert np.abs(out.displacement.numpy()[hidden]).max() == 0.0
+    from recon_tf.fine import FIT_MIN_FACING
+
+    grazing = inputs.facing.numpy() < FIT_MIN_FACING  # many texels per pixel: not fitted
+    assert grazing.any() and np.abs(out.displacement.numpy()[grazing]).max() == 0.0
     assert np.abs(out.displacement.numpy()).max() > 0.0
     _, corr = displacement_error_mm(out.displacement.numpy(), truth,
                                     inputs.visible.numpy() > 0.5)
