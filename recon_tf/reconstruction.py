@@ -74,11 +74,11 @@ class PreparedFace:
       landmarks: float32 [68, 2] detector landmarks in crop pixels (centres at integers).
       skin_mask: uint8 [S, S] 0/255, Eq. 7's V (skin, plus brows and lips
         when ``fit_features``).
-      dense: float32 [P, 2] FaceMesh points in crop pixels, or None.
-      info: JSON-friendly details (box, face count, notes).
       fine_mask: uint8 [S, S] 0/255, the fine stage's photometric mask: the
         skin mask plus eyes, brows and mouth with their surroundings
-        (:func:`recon_tf.preprocess.skin_mask.detail_regions`); None: the skin mask.
+        (:func:`recon_tf.preprocess.skin_mask.detail_regions`).
+      dense: float32 [P, 2] FaceMesh points in crop pixels, or None.
+      info: JSON-friendly details (box, face count, notes).
     """
 
     path: str
@@ -89,9 +89,9 @@ class PreparedFace:
     crop: np.ndarray
     landmarks: np.ndarray
     skin_mask: np.ndarray
+    fine_mask: np.ndarray
     dense: np.ndarray | None
     info: dict
-    fine_mask: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -255,9 +255,8 @@ class PhotoReconstructor:
             return PreparedFace(path, pixels, tuple(image.original_size),
                                 _decode_to_original(image),
                                 aligned.transform.astype(np.float64), aligned.image,
-                                aligned.landmarks.astype(np.float32), fit_mask,
-                                None if dense is None else dense.astype(np.float32), info,
-                                fine_mask)
+                                aligned.landmarks.astype(np.float32), fit_mask, fine_mask,
+                                None if dense is None else dense.astype(np.float32), info)
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")
 
@@ -413,14 +412,14 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
     tensors, dict of Eq. 11 terms as numpy [B])."""
     fine = recon.fine
     images = tf.constant(np.stack([f.crop for f in faces]).astype(np.float32) / 255.0)
-    masks = [f.skin_mask if f.fine_mask is None else f.fine_mask for f in faces]
-    skin = tf.constant(np.stack(masks).astype(np.float32)[..., None] / 255.0)
+    mask = tf.constant(np.stack([f.fine_mask for f in faces]).astype(np.float32)[..., None]
+                       / 255.0)
     inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images)
     if fine.albedo_module is None and fine.displacement_module is None:
-        return fine.stage.fit(inputs, images, skin, fine.steps)
+        return fine.stage.fit(inputs, images, mask, fine.steps)
     albedo, disp = fine.stage.predict(inputs, fine.albedo_module, fine.displacement_module)
     outputs = fine.stage.render(inputs, albedo, disp)
-    terms = fine.stage.terms(inputs, outputs, images, skin, fine.stage.id_target(images))
+    terms = fine.stage.terms(inputs, outputs, images, mask, fine.stage.id_target(images))
     return outputs, {k: v.numpy() for k, v in terms.items()}
 
 
