@@ -1,4 +1,5 @@
-"""MTCNN keypoints come back as (x, y) pairs in the documented order."""
+"""Face detection: MTCNN keypoints in the documented order, padding for tight crops,
+and FaceMesh's second opinion on the faces MTCNN is unsure of."""
 
 import numpy as np
 import pytest
@@ -41,3 +42,69 @@ def test_a_face_filling_the_frame_is_found_by_padding():
     assert 0.8 < bw / (0.8 * w) < 2.0  # the face's size, not the padded frame's
     kp = faces[0].keypoints
     assert np.all((kp > -0.1 * cw) & (kp < 1.1 * np.array([cw, ch])))
+
+
+def _einstein():
+    from recon_tf.preprocess.landmarks import read_pts
+
+    try:
+        image = load_image(asset_path("images/faces_68pts/einstein.jpg")).pixels
+        truth = read_pts(asset_path("images/faces_68pts/einstein.pts"))
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    return image, truth
+
+
+def _on_face(face, truth) -> bool:
+    """The box's centre lies inside the annotated landmarks' bounding box."""
+    cx, cy = face.box[:2] + face.box[2:] / 2
+    (x0, y0), (x1, y1) = truth.min(axis=0), truth.max(axis=0)
+    return bool(x0 < cx < x1 and y0 < cy < y1)
+
+
+def test_verifier_recovers_a_face_mtcnn_drops():
+    """MTCNN alone misses Einstein (its R-Net drops him); with every proposal sent on
+    and a verifier, he is found, with the verifier's score recorded. A verifier that
+    says no keeps MTCNN's own answer."""
+    image, truth = _einstein()
+    plain = FaceDetector().detect(image)
+    assert plain and not any(_on_face(f, truth) for f in plain)
+    assert all(f.verify_score is None for f in plain)
+    asked = []
+
+    def always_no(img, box):
+        asked.append(box.copy())
+        return 0.0
+
+    refused = FaceDetector(verifier=always_no).detect(image)
+    assert asked  # the unsure candidates went to the verifier
+    assert [tuple(f.box) for f in refused] == [tuple(f.box) for f in plain]
+    found = FaceDetector(verifier=lambda img, box: 0.9).detect(image)
+    ein = [f for f in found if _on_face(f, truth)]
+    assert len(ein) == 1 and ein[0].verify_score == pytest.approx(0.9)
+    assert 0.6 <= ein[0].confidence < 0.9
+    assert ein[0].to_json()["verify_score"] == pytest.approx(0.9)
+
+
+def test_facemesh_face_score_tells_faces_from_look_alikes():
+    """FaceMesh's face score: ≈ 1 on Einstein and the seated man, ≈ 0 on the painting
+    and a plain wall patch that MTCNN's O-Net half-believes."""
+    from recon_tf.nets.facemesh import FaceMesh
+
+    image, truth = _einstein()
+    try:
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    (x0, y0), (x1, y1) = truth.min(axis=0), truth.max(axis=0)
+    einstein = np.array([x0, y0, x1 - x0, y1 - y0], np.float32)
+    seated = np.array([134, 621, 40, 57], np.float32)
+    painting = np.array([39, 129, 35, 40], np.float32)
+    assert mesh.face_score(image, einstein) > 0.9
+    assert mesh.face_score(image, seated) > 0.9
+    assert mesh.face_score(image, painting) < 0.2
+    detector = FaceDetector(verifier=mesh.face_score)
+    found = detector.detect(image)
+    assert sum(_on_face(f, truth) for f in found) == 1
+    assert len(found) == 2  # Einstein and the seated man; no look-alike passes
+    assert _on_face(found[0], truth)  # the largest: the main face of the main job

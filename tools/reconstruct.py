@@ -54,6 +54,9 @@ flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggfa
                   "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
 flags.DEFINE_bool("dense_landmarks", True,
                   "Add the 468-point FaceMesh term to the fit (see README for its effect).")
+flags.DEFINE_bool("verify_faces", True,
+                  "Keep faces MTCNN scores 0.6-0.9 when FaceMesh's face score is >= 0.5 (finds "
+                  "faces MTCNN's R-Net drops; see README, Face detection).")
 flags.DEFINE_bool("detector_landmark_ids", False,
                   "Use the 68 vertices learned for the 2D detector's convention (points 17-67) "
                   "instead of the face model's own lmk68 (see README).")
@@ -115,11 +118,13 @@ def build_reconstructor():
                   else load_default_face_model())
     dense = facemesh = None
     overrides = {}
-    if FLAGS.dense_landmarks:
-        from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT, load_correspondence
+    if FLAGS.dense_landmarks or FLAGS.verify_faces:
         from recon_tf.nets.facemesh import FaceMesh
 
         facemesh = FaceMesh()
+    if FLAGS.dense_landmarks:
+        from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT, load_correspondence
+
         dense = load_correspondence(face_model, facemesh)
         overrides["dense_lmk_weight"] = FLAGS.dense_lmk_weight or DEFAULT_DENSE_WEIGHT
     identity = None
@@ -137,7 +142,9 @@ def build_reconstructor():
                            photo_steps=tuple(int(s) for s in FLAGS.photo_steps))
     preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker, image_size=FLAGS.image_size,
                                     template_3d=face_model.mean_landmarks_3d(),
-                                    camera_kind=FLAGS.camera)
+                                    camera_kind=FLAGS.camera,
+                                    face_verifier=facemesh.face_score if FLAGS.verify_faces
+                                    else None)
     landmark_ids = None
     if FLAGS.detector_landmark_ids:
         from recon_tf.dense_landmarks import detector_landmark_ids
@@ -158,7 +165,8 @@ def build_reconstructor():
         if meta["rnet"]["image_size"] != FLAGS.image_size:
             raise app.UsageError(f"{FLAGS.model} takes {meta['rnet']['image_size']}² crops; "
                                  f"pass --image_size={meta['rnet']['image_size']}")
-    return PhotoReconstructor(face_model, fitter, preprocessor, facemesh, FLAGS.uv_size,
+    return PhotoReconstructor(face_model, fitter, preprocessor,
+                              facemesh if FLAGS.dense_landmarks else None, FLAGS.uv_size,
                               FLAGS.fit_features, weights, predictor, FLAGS.refine_steps,
                               build_fine(face_model, identity))
 

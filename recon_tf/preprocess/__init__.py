@@ -129,6 +129,8 @@ class FacePreprocessor:
       min_side, max_side, max_pixels: decode limits (see :mod:`image_io`).
       detect_max_side, min_face_size, min_confidence: MTCNN settings (see :mod:`detect`).
       num_threads: onnxruntime threads for PFLD (0: its default).
+      face_verifier: second opinion on MTCNN's unsure faces (``verifier`` of
+        :class:`detect.FaceDetector`), e.g. ``FaceMesh().face_score``; None: off.
     """
 
     def __init__(self, landmarker: str = "pfld", image_size: int = 224,
@@ -137,7 +139,7 @@ class FacePreprocessor:
                  min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, detect_max_side: int = 1024,
                  min_face_size: int = 20, min_confidence: float = 0.9, num_threads: int = 0,
-                 camera_kind: str = DEFAULT_CAMERA_KIND):
+                 camera_kind: str = DEFAULT_CAMERA_KIND, face_verifier=None):
         if template_3d is None:
             raise ValueError("FacePreprocessor needs template_3d, the face model's "
                              "mean_landmarks_3d() (e.g. of bfm.load_default_face_model())")
@@ -150,7 +152,7 @@ class FacePreprocessor:
         self.decode_limits = {"min_side": min_side, "max_side": max_side,
                               "max_pixels": max_pixels}
         self.detector = FaceDetector(min_face_size=min_face_size, min_confidence=min_confidence,
-                                     detect_max_side=detect_max_side)
+                                     detect_max_side=detect_max_side, verifier=face_verifier)
         self.landmarker = make_landmarker(landmarker, num_threads=num_threads)
 
     def process_file(self, path: str, subject: str = "",

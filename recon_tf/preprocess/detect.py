@@ -5,11 +5,25 @@ Coordinates are image pixels of the array given to :meth:`FaceDetector.detect`
 downscaled for detection only (longer side ≤ ``detect_max_side``), and the
 boxes are mapped back to full resolution: MTCNN's cost grows with the pixel
 count, while faces that matter for a 224² crop stay detectable.
+
+MTCNN's middle network (R-Net) is its weak link on unusual faces: on the
+shared ``einstein.jpg`` (head tilted back, wild hair) it scores the face
+0.01–0.08 and drops it, while the last network (O-Net) scores the same face
+0.83 when it gets to see it. With a ``verifier`` (a second opinion such as
+FaceMesh's face score, :meth:`recon_tf.nets.facemesh.FaceMesh.face_score`),
+every R-Net proposal goes on to O-Net; boxes O-Net scores ≥ ``min_confidence``
+are kept as before, and those between ``candidate_confidence`` and it are kept
+only when the verifier scores them ≥ ``verify_threshold``. On the 24 shared
+photos this adds Einstein and nothing else: of 19 candidates checked, the other
+18 score ≤ 0.03 with FaceMesh, and the faces MTCNN accepts alone ≥ 0.998. The
+lower bound matters: a frontal dog face (O-Net 0.40) scores 0.96 with FaceMesh
+(README, "Preprocessing and data").
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -25,11 +39,14 @@ class FaceBox:
       keypoints: float32 [5, 2] (x, y): left eye, right eye (as MTCNN names
         them: the eye on the image's left, then the one on the right), nose,
         mouth left, mouth right.
+      verify_score: the verifier's score in [0, 1] when MTCNN's confidence was
+        below ``min_confidence`` and the verifier kept the face, else None.
     """
 
     box: np.ndarray
     confidence: float
     keypoints: np.ndarray
+    verify_score: float | None = None
 
     @property
     def area(self) -> float:
@@ -37,8 +54,11 @@ class FaceBox:
 
     def to_json(self) -> dict:
         """A JSON-friendly summary (box rounded to 0.1 px)."""
-        return {"box": [round(float(v), 1) for v in self.box],
-                "confidence": round(float(self.confidence), 4)}
+        out = {"box": [round(float(v), 1) for v in self.box],
+               "confidence": round(float(self.confidence), 4)}
+        if self.verify_score is not None:
+            out["verify_score"] = round(float(self.verify_score), 4)
+        return out
 
 
 class FaceDetector:
@@ -52,13 +72,24 @@ class FaceDetector:
       device: TF device string for MTCNN, e.g. ``"CPU:0"``.
       pad_fractions: paddings tried, in turn, when nothing is found (see
         :meth:`detect`; empty: no retry).
+      verifier: ``verifier(image, box) -> score in [0, 1]`` for the faces MTCNN
+        is unsure of (module docstring), with ``image`` the RGB uint8 array
+        searched and ``box`` float32 (x, y, w, h) in its pixels; None: MTCNN's
+        own thresholds only.
+      candidate_confidence: lowest O-Net score sent to the verifier.
+      verify_threshold: lowest verifier score that keeps such a face.
     """
 
     def __init__(self, min_face_size: int = 20, min_confidence: float = 0.9,
                  detect_max_side: int = 1024, device: str = "CPU:0",
-                 pad_fractions: tuple[float, ...] = (0.25, 0.5)):
+                 pad_fractions: tuple[float, ...] = (0.25, 0.5),
+                 verifier: Callable[[np.ndarray, np.ndarray], float] | None = None,
+                 candidate_confidence: float = 0.6, verify_threshold: float = 0.5):
         from mtcnn import MTCNN
 
+        self.verifier = verifier
+        self.candidate_confidence = candidate_confidence
+        self.verify_threshold = verify_threshold
         self.pad_fractions = tuple(pad_fractions)
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
@@ -99,22 +130,34 @@ class FaceDetector:
                 break
         offset = np.float32(pad)
         faces = [FaceBox((f.box - np.array([offset, offset, 0, 0], np.float32)) / scale,
-                         f.confidence, (f.keypoints - offset) / np.float32(scale))
-                 for f in faces]
+                         f.confidence, (f.keypoints - offset) / np.float32(scale),
+                         f.verify_score) for f in faces]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
 
     def _detect(self, image: np.ndarray) -> list[FaceBox]:
-        """MTCNN on ``image`` as is: faces ≥ ``min_confidence`` in its pixels."""
+        """MTCNN on ``image`` as is: the faces it keeps (module docstring), in its pixels."""
+        options = {}
+        if self.verifier is not None:  # every R-Net proposal reaches O-Net
+            options = {"threshold_rnet": 0.0,
+                       "threshold_onet": min(self.candidate_confidence, self.min_confidence)}
         rows = self._mtcnn.detect_faces(image, box_format="xyxy", output_type="numpy",
-                                        min_face_size=self.min_face_size)
+                                        min_face_size=self.min_face_size, **options)
         faces = []
         for row in np.asarray(rows, np.float64).reshape(-1, 16):
             x1, y1, x2, y2, conf = row[1:6]
-            if conf < self.min_confidence or x2 <= x1 or y2 <= y1:
+            if x2 <= x1 or y2 <= y1:
                 continue
             box = np.array([x1, y1, x2 - x1, y2 - y1], np.float32)
-            faces.append(FaceBox(box, float(conf), row[6:16].reshape(2, 5).T.astype(np.float32)))
+            verify_score = None
+            if conf < self.min_confidence:
+                if self.verifier is None or conf < self.candidate_confidence:
+                    continue
+                verify_score = float(self.verifier(image, box))
+                if verify_score < self.verify_threshold:
+                    continue
+            faces.append(FaceBox(box, float(conf), row[6:16].reshape(2, 5).T.astype(np.float32),
+                                 verify_score))
         return faces
 
 
