@@ -70,6 +70,11 @@ flags.DEFINE_integer("num_synthetic", 8, "Held-out synthetic faces in the defaul
                      "(Tables 3 and 4).")
 flags.DEFINE_integer("synthetic_seed", 1001, "Seed of the default data's synthetic faces "
                      "(the training sets use seeds 0 and 1000).")
+flags.DEFINE_float("out_of_model_mm", 0.0, "Default data of Tables 3 and 4: give each "
+                   "synthetic face a smooth shape deformation not drawn from the face model "
+                   "(about half outside its identity basis), of this RMS over the front face "
+                   "(mm; 0: none): a stand-in for scans of another face model "
+                   "(recon_tf.data.synthetic.out_of_model_offset).")
 flags.DEFINE_integer("save_renders", 8, "Save the renders of the first N scored images under "
                      "<output>/renders (0: none).")
 
@@ -150,8 +155,11 @@ def select_data(reader: str, out_dir: str) -> Data:
         root = write_synthetic_layout(reader, default_face_model(),
                                       os.path.join(out_dir, "default_data"))
         records = read_dataset(reader, root, "validation" if reader == "now" else None)
+        extra = (f", plus {FLAGS.out_of_model_mm:g} mm RMS of smooth shape not drawn from the "
+                 f"model, about half of it outside its identity basis"
+                 if FLAGS.out_of_model_mm > 0 else "")
         label = (f"default data: held-out synthetic faces (seed {FLAGS.synthetic_seed}, known "
-                 f"geometry) in {READER_NAMES[reader]}'s layout at `{root}` "
+                 f"geometry{extra}) in {READER_NAMES[reader]}'s layout at `{root}` "
                  f"(NOT {READER_NAMES[reader]})")
     total = len(records)
     if FLAGS.limit > 0:
@@ -169,24 +177,27 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     ``iphone_pictures/<subject>/multiview_expressions/IMG_0001.png``,
     ``imagepathsvalidation.txt``, the true *neutral* mesh as the scan
     ``scans/<subject>/<subject>.obj`` (mm) and its 7 NoW landmarks
-    ``scans_lmks_onlypp/<subject>/<subject>.pp``. Written once (a marker file
-    ends a complete set).
+    ``scans_lmks_onlypp/<subject>/<subject>.pp``. With ``--out_of_model_mm``
+    the faces (images and scans alike) carry that much smooth shape not drawn
+    from the model (:func:`recon_tf.data.synthetic.out_of_model_offset`).
+    Written once (a marker file ends a complete set).
 
     Returns:
       the layout's root folder.
     """
-    from recon_tf.data.synthetic import SyntheticRenderer
+    from recon_tf.data.synthetic import SyntheticConfig, SyntheticRenderer
     from recon_tf.export import write_obj
     from recon_tf.now_eval import NOW_LANDMARK_NAMES, write_pp_landmarks
 
     seed, num = FLAGS.synthetic_seed, FLAGS.num_synthetic
-    root = os.path.join(parent, f"{layout}_{seed}_{num}")
+    mm = FLAGS.out_of_model_mm
+    root = os.path.join(parent, f"{layout}_{seed}_{num}" + (f"_oom{mm:g}mm" if mm > 0 else ""))
     marker = os.path.join(root, "COMPLETE")
     if os.path.exists(marker):
         return root
     logging.info("writing %d synthetic faces in %s's layout to %s", num, layout, root)
     fm = face_model
-    renderer = SyntheticRenderer(fm)
+    renderer = SyntheticRenderer(fm, SyntheticConfig(out_of_model=mm / 100.0))
     tris, now_ids = np.asarray(fm.arrays["triangles"]), now_vertex_ids(fm)
     listing = []
     for start in range(0, num, 4):
@@ -200,7 +211,7 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
             rel = f"{subject}/multiview_expressions/IMG_{i:04d}.png"
             save_image(os.path.join(root, "iphone_pictures", rel), r["image"])
             listing.append(rel)
-            neutral = neutral_meshes_mm(fm, r["coeffs"][None])[0]
+            neutral = neutral_meshes_mm(fm, r["coeffs"][None])[0] + 100.0 * r["shape_offset"]
             for folder in ("scans", "scans_lmks_onlypp"):
                 os.makedirs(os.path.join(root, folder, subject), exist_ok=True)
             write_obj(os.path.join(root, "scans", subject, f"{subject}.obj"), neutral, tris)

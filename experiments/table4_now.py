@@ -16,6 +16,9 @@ Protocol:
   expressions) written in NoW's layout under ``<output>/default_data``, each with its
   true *neutral* mesh (mm) as the scan and that mesh's 7 landmarks as the ``.pp`` file,
   read by the same NoW reader (NOT NoW); the mean face is scored as a baseline row.
+  ``--out_of_model_mm=X`` gives every synthetic face (image and scan) X mm RMS of smooth
+  shape not drawn from the face model, about half of it outside its identity basis: a
+  stand-in for scans of faces from another face model.
 * **Crop.** Each image's largest face is detected (MTCNN), landmarked (PFLD) and
   aligned to a 224² crop (``--image_size``) by Deep3DFace's 5-point scheme. The paper
   crops NoW images to 256×256 with [22]'s method; our crop is the same alignment at our

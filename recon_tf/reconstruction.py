@@ -21,6 +21,8 @@ file                        content
                             projected from the mesh
 ``now_landmarks.txt``       7 rows ``x y z`` (mm) on ``mesh_coarse.obj``, NoW
                             order (subject's right first)
+``now_landmarks_neutral.txt`` the same 7 vertices on ``mesh_neutral.obj``: with
+                            it, the NoW submission pair (mesh + landmarks)
 ``coeffs.npz``              coefficients by group, camera, pose, crop transform,
                             the 68 landmarks' vertex ids
 ==========================  ====================================================
@@ -55,7 +57,7 @@ from recon_tf.preprocess.align import apply_transform, compose, invert
 DM_TO_MM = 100.0
 OUTPUT_FILES = ("mesh_coarse.obj", "mesh_coarse.mtl", "albedo_coarse.png", "mesh_neutral.obj",
                 "render_coarse.png", "face_mask.png", "landmarks68.txt", "now_landmarks.txt",
-                "coeffs.npz")
+                "now_landmarks_neutral.txt", "coeffs.npz")
 FINE_OUTPUT_FILES = ("mesh_fine.obj", "mesh_fine.mtl", "albedo.png", "displacement.npy",
                      "displacement.png", "maps.json", "normals.png", "render_fine.png")
 
@@ -357,8 +359,10 @@ class PhotoReconstructor:
         cv2.imwrite(os.path.join(out_dir, "face_mask.png"), mask.astype(np.uint8) * 255)
         lmk_orig = apply_transform(face.to_original, lmk_dec)
         np.savetxt(os.path.join(out_dir, "landmarks68.txt"), lmk_orig, fmt="%.3f")
-        now = verts[fm.arrays["lmk68"][list(NOW_FROM_IBUG)]]
-        np.savetxt(os.path.join(out_dir, "now_landmarks.txt"), now, fmt="%.4f")
+        now_ids = fm.arrays["lmk68"][list(NOW_FROM_IBUG)]
+        np.savetxt(os.path.join(out_dir, "now_landmarks.txt"), verts[now_ids], fmt="%.4f")
+        np.savetxt(os.path.join(out_dir, "now_landmarks_neutral.txt"), neutral[now_ids],
+                   fmt="%.4f")
         self._write_coeffs(os.path.join(out_dir, "coeffs.npz"), face, coeffs, lmk_ids)
         return {"landmarks68": lmk_orig}
 

@@ -162,6 +162,12 @@ def test_outputs_are_in_millimetres_on_the_photo(run_dir):
     now = np.loadtxt(d / "now_landmarks.txt")
     assert now.shape == (7, 3)
     assert now[0, 0] < now[3, 0]  # right-eye outer corner is on the subject's right (x < 0)
+    # Each file's 7 points are vertices of its own mesh (the NoW pair: neutral mesh + points).
+    for points, mesh in ((now, "mesh_coarse.obj"), (np.loadtxt(d / "now_landmarks_neutral.txt"),
+                                                     "mesh_neutral.obj")):
+        verts = read_obj(str(d / mesh)).vertices
+        gap = np.linalg.norm(points[:, None] - verts[None], axis=-1).min(axis=1)
+        assert gap.max() < 1e-3, mesh
 
 
 def test_coeffs_reproject_the_mesh_onto_the_landmarks(run_dir):

@@ -99,3 +99,44 @@ def test_make_synthetic_writes_shards_and_resumes(tmp_path):
     # a different set into the same directory is refused
     bad = _run(cmd[:-1] + [f"--output={out}", "--seed=1"], env, check=False)
     assert bad.returncode != 0 and "another set" in bad.stderr
+
+
+def test_out_of_model_shape_is_smooth_and_partly_outside_the_identity_basis(renderer,
+                                                                           face_model):
+    """The stand-in for another face model's faces: the requested RMS over the front face,
+    smooth, a good part of it beyond any identity coefficients, the rest of the example
+    unchanged, and the rendered truth carries it."""
+    import dataclasses
+
+    from recon_tf.data.synthetic import out_of_model_offset
+
+    rms = 0.03  # dm = 3 mm
+    oom = SyntheticRenderer(face_model, dataclasses.replace(renderer.config, out_of_model=rms))
+    plain, shifted = renderer.sample(5, 1), oom.sample(5, 1)
+    assert "shape_offset" not in plain
+    for key in ("coeffs", "displacement", "albedo_detail", "background"):
+        np.testing.assert_array_equal(plain[key], shifted[key])
+    offset = shifted["shape_offset"].astype(np.float64)
+    front = np.asarray(face_model.arrays["front_mask"]) > 0.5
+
+    def front_rms(x):
+        return np.sqrt((x[front] ** 2).sum(-1).mean())
+
+    assert front_rms(offset) == pytest.approx(rms, rel=1e-4)
+    # The least-squares identity fit leaves a good part of it unexplained.
+    basis = np.asarray(face_model.arrays["id_basis"], np.float64).reshape(-1, offset.size).T
+    alpha = np.linalg.lstsq(basis, offset.reshape(-1), rcond=None)[0]
+    residual = offset - (basis @ alpha).reshape(-1, 3)
+    assert 0.2 < front_rms(residual) / rms < 0.9
+    # Smooth: vertices joined by an edge (≈ 2.8 mm) move alike.
+    tris = np.asarray(face_model.arrays["triangles"])
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    jump = np.linalg.norm(offset[edges[:, 0]] - offset[edges[:, 1]], axis=1)
+    assert np.median(jump) < 0.1 * rms
+    # Different draws differ; the rendered truth is the model's shape plus the offset.
+    other = out_of_model_offset(np.random.default_rng(0), face_model, rms)
+    assert np.abs(other - offset).max() > 0.1 * rms
+    a, b = renderer.render([plain])[0], oom.render([shifted])[0]
+    np.testing.assert_allclose(b["vertices"] - a["vertices"], offset, atol=1e-5)
+    np.testing.assert_array_equal(a["shape_offset"], 0.0)
+    assert not np.array_equal(a["image"], b["image"])

@@ -93,9 +93,24 @@ def test_table3_default_data_is_synthetic_in_lfw_layout(tmp_path):
 
 
 @pytest.mark.slow
-def test_table4_default_data_scores_and_writes_now_submission(tmp_path):
-    proc = _run(4, tmp_path, "--limit=1", "--num_synthetic=2", "--now_iterations=10", *FAST)
+def test_table4_default_data_scores_and_writes_now_submission(tmp_path, face_model):
+    """With scans carrying shape the face model cannot express (--out_of_model_mm)."""
+    proc = _run(4, tmp_path, "--limit=1", "--num_synthetic=2", "--now_iterations=10",
+                "--out_of_model_mm=3", *FAST)
     ours = _check_table(4, tmp_path, proc, default=True, our_rows=2)
+    assert "3 mm RMS of smooth shape not drawn from the model" in open(
+        tmp_path / "table4.md").read()
+    from recon_tf.export import read_obj
+
+    scan = read_obj(glob.glob(str(tmp_path / "default_data" / "now_1001_2_oom3mm" / "scans" /
+                                  "*" / "*.obj"))[0]).vertices / 100.0  # dm
+    mean = np.asarray(face_model.arrays["mean_shape"], np.float64)
+    basis = np.asarray(face_model.arrays["id_basis"], np.float64).reshape(-1, mean.size).T
+    alpha = np.linalg.lstsq(basis, (scan - mean).reshape(-1), rcond=None)[0]
+    residual = (scan - mean - (basis @ alpha).reshape(-1, 3)) * 100.0  # mm
+    front = np.asarray(face_model.arrays["front_mask"]) > 0.5
+    residual -= residual[front].mean(axis=0)
+    assert np.sqrt((residual[front] ** 2).sum(-1).mean()) > 0.6  # no identity reproduces it
     assert [r["method"] for r in ours] == ["Ours: fitting (neutral mesh)", "Mean face (baseline)"]
     objs = glob.glob(str(tmp_path / "predictions" / "*" / "*" / "*.obj"))
     assert len(objs) == 1

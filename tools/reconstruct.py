@@ -8,7 +8,8 @@ the coarse losses of Eq. 6–10 (:mod:`recon_tf.fitting`). The largest face of a
 image gets ``<dir>/<stem>/``, the others ``<dir>/<stem>/faces/<k>/`` (k = 1, 2, …
 by decreasing size), each with ``mesh_coarse.obj`` (+ ``.mtl``,
 ``albedo_coarse.png``), ``mesh_neutral.obj``, ``render_coarse.png``,
-``face_mask.png``, ``landmarks68.txt``, ``now_landmarks.txt`` and ``coeffs.npz``
+``face_mask.png``, ``landmarks68.txt``, ``now_landmarks.txt``,
+``now_landmarks_neutral.txt`` and ``coeffs.npz``
 (see :mod:`recon_tf.reconstruction`). With a trained R-Net (``--model``) its
 prediction replaces the fit (``--refine_steps`` fitting steps may follow). The
 fine stage (``--fine``, default on) adds ``mesh_fine.obj``, ``albedo.png``,

@@ -14,7 +14,11 @@ and SH light, plus procedural fine detail in UV, over a random background:
 * shading per pixel (Eq. 5) with detail normals from D
   (:func:`recon_tf.render.detail.displace`), rendered at ``supersample`` ×
   the resolution and area-downsampled (anti-aliased edges);
-* background: a smooth random colour field with noise and random discs.
+* background: a smooth random colour field with noise and random discs;
+* optionally (``SyntheticConfig.out_of_model`` > 0) a smooth shape
+  deformation not drawn from the model's prior, half of it outside the
+  identity basis's span (:func:`out_of_model_offset`): a stand-in for faces
+  of another face model, which a fit can only approximate.
 
 Examples use the TFRecord schema of :mod:`recon_tf.data.tfrecord` (so the
 training pipeline reads them like preprocessed photos) with extras
@@ -43,7 +47,12 @@ EXTRA_NAMES = ("coeffs", "vertices", "displacement", "albedo_map")
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """Sampling ranges of the synthetic set (all angles in radians, lengths in dm)."""
+    """Sampling ranges of the synthetic set (all angles in radians, lengths in dm).
+
+    ``out_of_model``: RMS over the front face of the out-of-model deformation
+    (:func:`out_of_model_offset`; 0: off, the default), built from Gaussian
+    bumps of width ``out_of_model_sigma``.
+    """
 
     image_size: int = 224
     uv_size: int = 128
@@ -61,6 +70,8 @@ class SyntheticConfig:
     wrinkle_width: tuple[float, float] = (0.006, 0.015)
     pore_depth: float = 0.0004
     albedo_detail: float = 0.02
+    out_of_model: float = 0.0
+    out_of_model_sigma: float = 0.25
 
 
 def _bandpass_noise(rng: np.random.Generator, size: int, sigma_lo: float, sigma_hi: float
@@ -181,6 +192,32 @@ def sample_coeffs(rng: np.random.Generator, face_model: FaceModel, config: Synth
     return np.concatenate([np.asarray(p, np.float64).ravel() for p in parts]).astype(np.float32)
 
 
+def out_of_model_offset(rng: np.random.Generator, face_model: FaceModel, rms: float,
+                        sigma: float = 0.25, bumps: int = 8) -> np.ndarray:
+    """A smooth shape deformation not drawn from the model's prior, float32 [N, 3] (dm).
+
+    ``bumps`` Gaussian bumps (width ``sigma`` dm; 0.25 dm = 25 mm: nose, cheek,
+    chin or brow-sized changes) centred on random front-face vertices, each
+    moving its region along a random 3D direction; the sum loses its mean
+    translation over the front face and is scaled to ``rms`` dm RMS there
+    (``front_mask`` > 0.5, or all vertices). For ICT-FaceKit about half of it
+    (RMS 0.40–0.55 at σ = 25 mm) lies outside the identity basis's span, so a
+    fit can only approximate it, as with a face of another face model. (The
+    part outside the span alone is not smooth: removing the span's part leaves
+    a crumpled surface, so the whole deformation is kept.)
+    """
+    mean = np.asarray(face_model.arrays["mean_shape"], np.float64)
+    front = face_model.arrays.get("front_mask")
+    front = np.ones(len(mean), bool) if front is None else np.asarray(front) > 0.5
+    centres = mean[rng.choice(np.flatnonzero(front), size=bumps, replace=False)]
+    directions = rng.normal(size=(bumps, 3))
+    dist2 = ((mean[:, None] - centres[None]) ** 2).sum(-1)
+    offset = np.exp(-0.5 * dist2 / sigma ** 2) @ directions
+    offset -= offset[front].mean(axis=0)
+    offset *= rms / max(float(np.sqrt((offset[front] ** 2).sum(-1).mean())), 1e-12)
+    return offset.astype(np.float32)
+
+
 def _fill_holes(background: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Paint eyes and the inner mouth (holes of the face mesh) over the background."""
     out = background.copy()
@@ -202,15 +239,22 @@ class SyntheticRenderer:
         self.landmark_uv = face_model.vertex_uv()[face_model.arrays["lmk68"]]
 
     def sample(self, seed: int, index: int) -> dict:
-        """Random inputs of example ``index`` (numpy): coeffs, displacement, detail, background."""
+        """Random inputs of example ``index`` (numpy): coeffs, displacement, detail,
+        background and, with ``config.out_of_model`` > 0, ``shape_offset`` [N, 3] (dm;
+        drawn from its own stream, so the rest of the example does not change)."""
         rng = np.random.default_rng([seed, index])
         cfg = self.config
-        return {
+        sample = {
             "coeffs": sample_coeffs(rng, self.face_model, cfg),
             "displacement": procedural_displacement(rng, cfg.uv_size, self.landmark_uv, cfg),
             "albedo_detail": procedural_albedo_detail(rng, cfg.uv_size, cfg),
             "background": random_background(rng, cfg.image_size),
         }
+        if cfg.out_of_model > 0:
+            sample["shape_offset"] = out_of_model_offset(
+                np.random.default_rng([seed, index, 1]), self.face_model, cfg.out_of_model,
+                cfg.out_of_model_sigma)
+        return sample
 
     def render(self, samples: list[dict]) -> list[dict]:
         """Render sampled inputs; returns per example image (uint8 [H, W, 3]),
@@ -220,6 +264,9 @@ class SyntheticRenderer:
         coeffs = tf.constant(np.stack([s["coeffs"] for s in samples]))
         c = fm.layout.split(coeffs)
         shape = fm.shape(c.identity, c.expression)
+        if any("shape_offset" in s for s in samples):
+            zero = np.zeros(shape.shape[1:], np.float32)
+            shape += tf.constant(np.stack([s.get("shape_offset", zero) for s in samples]))
         rendering = render_mesh(fm, shape, fm.albedo(c.albedo), c.angles, c.translation,
                                 c.light, self.camera)
         normals = fm.vertex_normals(shape)
@@ -242,6 +289,7 @@ class SyntheticRenderer:
                 "mask": ((alpha[..., 0] > 0.5) * 255).astype(np.uint8),
                 "landmarks": lmk.astype(np.float32),
                 "coeffs": s["coeffs"], "vertices": shape[i].numpy(),
+                "shape_offset": s.get("shape_offset", np.zeros(shape.shape[1:], np.float32)),
                 "displacement": (disp[i] * self.layout.mask[0]).numpy(),
                 "albedo_map": albedo_map[i].numpy(),
             })
