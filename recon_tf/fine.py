@@ -44,6 +44,7 @@ from recon_tf.render.detail import displace, shade_uv_maps
 from recon_tf.render.uv import (
     attributes_to_uv,
     bilinear_sample,
+    mirror_texels,
     rasterize_uv_layout,
     unwrap_image,
 )
@@ -135,6 +136,38 @@ class FineStage:
         self.wavelet_source = wavelet_source
         self.coarse = Fitter(face_model, image_size=image_size, camera_kind=camera_kind)
         self.layout = rasterize_uv_layout(face_model, self.uv_size)
+        self._mirror = None
+
+    def mirror_index(self) -> tf.Tensor:
+        """int32 [U·U]: each texel's left–right mirror texel on the mean shape (−1: none;
+        :func:`recon_tf.render.uv.mirror_texels`)."""
+        if self._mirror is None:
+            with tf.init_scope():  # eager even when first asked for inside a tf.function
+                mean = tf.constant(np.asarray(self.face_model.arrays["mean_shape"],
+                                              np.float32))
+                position = attributes_to_uv(mean[None], self.layout)[0].numpy()
+                self._mirror = tf.constant(mirror_texels(position,
+                                                         self.layout.mask[0].numpy()))
+        return self._mirror
+
+    def mirror_fill(self, value: tf.Tensor, source: tf.Tensor, target: tf.Tensor
+                    ) -> tf.Tensor:
+        """Copy ``value`` from each texel's mirror texel where the texel is in ``target``
+        and its mirror in ``source``; elsewhere ``value`` is unchanged.
+
+        Args:
+          value: float32 [B, U, U, C].
+          source, target: float32 [B, U, U, 1] in {0, 1}.
+        """
+        index = self.mirror_index()
+        shape = tf.shape(value)
+        flat = tf.reshape(value, [shape[0], -1, shape[3]])
+        safe = tf.maximum(index, 0)
+        has = tf.cast(index >= 0, tf.float32)[None, :, None]
+        mirrored_source = tf.gather(tf.reshape(source, [shape[0], -1, 1]), safe, axis=1) * has
+        take = tf.reshape(target, [shape[0], -1, 1]) * mirrored_source
+        out = flat * (1.0 - take) + tf.gather(flat, safe, axis=1) * take
+        return tf.reshape(out, shape)
 
     # ------------------------------------------------------------ inputs
     def prepare(self, coeffs: tf.Tensor, images: tf.Tensor) -> FineInputs:
@@ -180,19 +213,24 @@ class FineStage:
         gives the coarse albedo map / D = 0 (the Table 5 ablations).
 
         Where the input is not visible (occluded, turned away, outside the
-        photo) nothing was observed, so the maps fall back to the coarse albedo
-        and D = 0 there: no background or occluder can be baked into them.
+        photo) nothing was observed: there the maps take their mirror texel's
+        detail when that one was seen (:meth:`mirror_fill`; the albedo as the
+        coarse albedo plus the mirror's detail over its coarse albedo), else
+        the coarse albedo and D = 0. No background or occluder is baked in.
         """
+        hidden = 1.0 - inputs.visible
         albedo = inputs.coarse_albedo
         if albedo_module is not None:
             detail = albedo_module({"coarse_albedo": inputs.coarse_albedo,
                                     "texture": inputs.module_texture}, training=training)
-            albedo = inputs.visible * detail + (1.0 - inputs.visible) * inputs.coarse_albedo
+            detail = self.mirror_fill((detail - inputs.coarse_albedo) * inputs.visible,
+                                      inputs.visible, hidden)
+            albedo = tf.clip_by_value(inputs.coarse_albedo + detail, 0.0, 1.0)
         disp = tf.zeros_like(inputs.visible)
         if displacement_module is not None:
             disp = displacement_module({"increment": inputs.increment,
                                         "texture": inputs.module_texture}, training=training)
-            disp = disp * inputs.visible
+            disp = self.mirror_fill(disp * inputs.visible, inputs.visible, hidden)
         return albedo * inputs.uv_mask, disp * inputs.uv_mask
 
     def render(self, inputs: FineInputs, albedo_map: tf.Tensor, displacement: tf.Tensor
@@ -269,7 +307,11 @@ class FineStage:
         additive albedo detail. Both are multiplied by a fit mask: texels where
         the unwrapped input is visible and the surface faces the camera
         (n_z ≥ ``min_facing``; at grazing angles many texels share a pixel and
-        the detail is not observed).
+        the detail is not observed). After the fit, texels the camera does not
+        see at all take their mirror texel's detail and D where that one was
+        fitted (:meth:`mirror_fill`), else keep the coarse albedo and D = 0;
+        texels seen at grazing angles keep the coarse maps (the render is
+        unchanged by the fill).
 
         Returns:
           (the fitted :class:`FineOutputs`, final Eq. 11 terms as numpy [B]).
@@ -306,6 +348,10 @@ class FineStage:
 
         for _ in range(steps if variables else 0):
             step()
+        hidden = 1.0 - inputs.visible
+        disp.assign(self.mirror_fill(disp * fit_mask, fit_mask, hidden))
+        detail.assign(self.mirror_fill(detail * fit_mask, fit_mask, hidden))
+        fit_mask = tf.maximum(fit_mask, hidden * self.mirror_fill(fit_mask, fit_mask, hidden))
         final = outputs()
         terms = self.terms(inputs, final, images, skin_mask, id_target)
         return final, {k: v.numpy() for k, v in terms.items()}

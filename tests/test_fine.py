@@ -73,12 +73,13 @@ def test_fine_fitting_lowers_the_loss_and_stays_where_visible(stage, synthetic):
     out, after = stage.fit(inputs, images, skin, steps=40)
     assert np.all(after["total"] < before["total"].numpy())
     assert np.all(after["pho"] < before["pho"].numpy())
-    hidden = inputs.visible.numpy() < 0.5
-    assert np.abs(out.displacement.numpy()[hidden]).max() == 0.0
     from recon_tf.fine import FIT_MIN_FACING
 
-    grazing = inputs.facing.numpy() < FIT_MIN_FACING  # many texels per pixel: not fitted
+    visible = inputs.visible.numpy() > 0.5
+    grazing = visible & (inputs.facing.numpy() < FIT_MIN_FACING)  # many texels per pixel
     assert grazing.any() and np.abs(out.displacement.numpy()[grazing]).max() == 0.0
+    _check_mirror_fill(stage, out.displacement.numpy(), visible,
+                       visible & ~grazing)  # unseen texels: the mirror's D or 0
     assert np.abs(out.displacement.numpy()).max() > 0.0
     _, corr = displacement_error_mm(out.displacement.numpy(), truth,
                                     inputs.visible.numpy() > 0.5)
@@ -145,11 +146,48 @@ def test_modules_train_in_the_loop(face_model, synthetic):
     assert sum(nonzero[:split]) > 4 and sum(nonzero[split:]) > 4
     a, d = stage.predict(inputs, albedo, disp)
     assert np.abs(d.numpy()).max() > 0.0
-    unseen = np.broadcast_to(inputs.visible.numpy() < 0.5, d.shape)
-    assert np.abs(d.numpy()[unseen]).max() == 0.0  # nothing observed: no displacement
-    unseen3 = np.broadcast_to(unseen, a.shape)
-    np.testing.assert_allclose(a.numpy()[unseen3], (inputs.coarse_albedo * inputs.uv_mask)
-                               .numpy()[unseen3], atol=1e-6)  # and the coarse albedo
+    visible = inputs.visible.numpy() > 0.5
+    _check_mirror_fill(stage, d.numpy(), visible, visible)  # unseen: the mirror's D or 0
+    coarse = (inputs.coarse_albedo * inputs.uv_mask).numpy()
+    _check_mirror_fill(stage, a.numpy() - coarse, visible, visible)  # and its albedo detail
+
+
+def _check_mirror_fill(stage, maps, visible, source):
+    """Texels the camera does not see hold their mirror texel's value where that one is
+    in ``source``, and 0 elsewhere (maps float [B, U, U, C]; masks bool [B, U, U, 1])."""
+    index = stage.mirror_index().numpy()
+    has = index >= 0
+    batch = maps.shape[0]
+    flat = maps.reshape(batch, -1, maps.shape[-1])
+    filled_any = False
+    for b in range(batch):
+        from_mirror = np.zeros(index.shape, bool)
+        from_mirror[has] = source[b].reshape(-1)[index[has]]
+        hidden = ~visible[b].reshape(-1) & (stage.layout.mask.numpy().reshape(-1) > 0.5)
+        filled = hidden & from_mirror
+        filled_any |= bool(filled.any())
+        np.testing.assert_allclose(flat[b][filled], flat[b][index[filled]], atol=1e-6)
+        assert np.abs(flat[b][hidden & ~from_mirror]).max() <= 1e-6
+    assert filled_any  # a turned head hides texels whose mirror is seen
+
+
+def test_mirror_texels_pair_left_and_right(stage, face_model):
+    """Each texel's mirror lies at its mirror image on the mean shape, and the pairing is
+    (almost everywhere) its own inverse."""
+    from recon_tf.render.uv import attributes_to_uv
+
+    mean = tf.constant(np.asarray(face_model.arrays["mean_shape"], np.float32))
+    position = attributes_to_uv(mean[None], stage.layout)[0].numpy().reshape(-1, 3)
+    index = stage.mirror_index().numpy()
+    inside = stage.layout.mask.numpy().reshape(-1) > 0.5
+    assert np.all(index[~inside] == -1)
+    has = index >= 0
+    assert has.sum() > 0.95 * inside.sum()
+    gap = np.linalg.norm(position[index[has]] - position[has] * [-1, 1, 1], axis=1)
+    assert np.median(gap) < 1e-3 and gap.max() < 0.1  # dm: exact on ICT's symmetric mean
+    assert np.mean(index[index[has]] == np.flatnonzero(has)) > 0.9
+    left = has & (position[:, 0] > 0.03)
+    assert np.all(position[index[left], 0] < 0)
 
 
 def test_displacement_error_and_correlation():

@@ -114,6 +114,9 @@ def test_out_of_model_shape_is_smooth_and_partly_outside_the_identity_basis(rend
     oom = SyntheticRenderer(face_model, dataclasses.replace(renderer.config, out_of_model=rms))
     plain, shifted = renderer.sample(5, 1), oom.sample(5, 1)
     assert "shape_offset" not in plain
+    # Manifests of sets without it are those written before the option existed.
+    assert "out_of_model" not in renderer.config.to_json()
+    assert oom.config.to_json()["out_of_model"] == rms
     for key in ("coeffs", "displacement", "albedo_detail", "background"):
         np.testing.assert_array_equal(plain[key], shifted[key])
     offset = shifted["shape_offset"].astype(np.float64)

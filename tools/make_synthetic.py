@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
     manifest_path = os.path.join(FLAGS.output, "manifest.json")
     manifest = {"num": FLAGS.num, "seed": FLAGS.seed, "shard_size": FLAGS.shard_size,
                 "face_model": face_model.name, "layout": dataclasses.asdict(face_model.layout),
-                "config": dataclasses.asdict(config), "extras": list(EXTRA_NAMES)}
+                "config": config.to_json(), "extras": list(EXTRA_NAMES)}
     manifest = json.loads(json.dumps(manifest))  # tuples → lists, as read back
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:

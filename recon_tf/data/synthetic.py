@@ -73,6 +73,15 @@ class SyntheticConfig:
     out_of_model: float = 0.0
     out_of_model_sigma: float = 0.25
 
+    def to_json(self) -> dict:
+        """The settings for a set's manifest; without an out-of-model deformation its
+        fields are left out, so such sets match the manifests written before it existed."""
+        values = dataclasses.asdict(self)
+        if not self.out_of_model:
+            values.pop("out_of_model")
+            values.pop("out_of_model_sigma")
+        return values
+
 
 def _bandpass_noise(rng: np.random.Generator, size: int, sigma_lo: float, sigma_hi: float
                     ) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from recon_tf.face_model import FaceModel
@@ -150,3 +151,28 @@ def unwrap_image(image: tf.Tensor, screen: tf.Tensor, cam_normals: tf.Tensor,
     visible = inside & facing & unoccluded & (layout.mask[..., 0] > 0)
     visibility = tf.cast(visible, tf.float32)[..., None]
     return uv_image * visibility, visibility
+
+
+def mirror_texels(position_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each texel's left–right mirror texel, for filling unseen maps from the seen side.
+
+    Args:
+      position_map: float [U, U, 3], a symmetric shape (e.g. the face model's
+        mean) in UV, model frame (x across the face).
+      mask: [U, U] or [U, U, 1], nonzero inside the layout.
+    Returns:
+      int32 [U·U] flat index of the layout texel nearest to the texel's mirror
+      image (x → −x), or −1 outside the layout or where none lies within twice
+      the median texel spacing (an asymmetric part of the shape).
+    """
+    from scipy.spatial import cKDTree
+
+    inside = np.flatnonzero(np.asarray(mask).reshape(-1) > 0.5)
+    points = np.asarray(position_map, np.float64).reshape(-1, 3)[inside]
+    tree = cKDTree(points)
+    spacing = float(np.median(tree.query(points, k=2)[0][:, 1]))
+    dist, nearest = tree.query(points * np.array([-1.0, 1.0, 1.0]))
+    out = np.full(np.asarray(mask).reshape(-1).shape[0], -1, np.int32)
+    ok = dist <= 2.0 * spacing
+    out[inside[ok]] = inside[nearest[ok]]
+    return out
