@@ -348,10 +348,11 @@ class FineStage:
 
         for _ in range(steps if variables else 0):
             step()
-        hidden = 1.0 - inputs.visible
-        disp.assign(self.mirror_fill(disp * fit_mask, fit_mask, hidden))
-        detail.assign(self.mirror_fill(detail * fit_mask, fit_mask, hidden))
-        fit_mask = tf.maximum(fit_mask, hidden * self.mirror_fill(fit_mask, fit_mask, hidden))
+        filled = self.mirror_fill(tf.concat([disp * fit_mask, detail * fit_mask, fit_mask], -1),
+                                  fit_mask, 1.0 - inputs.visible)
+        disp.assign(filled[..., :1])
+        detail.assign(filled[..., 1:4])
+        fit_mask = filled[..., 4:]  # the fitted texels and those filled from their mirror
         final = outputs()
         terms = self.terms(inputs, final, images, skin_mask, id_target)
         return final, {k: v.numpy() for k, v in terms.items()}

@@ -87,8 +87,8 @@ def test_verifier_recovers_a_face_mtcnn_drops():
 
 
 def test_facemesh_face_score_tells_faces_from_look_alikes():
-    """FaceMesh's face score: ≈ 1 on Einstein and the seated man, ≈ 0 on the painting
-    and a plain wall patch that MTCNN's O-Net half-believes."""
+    """FaceMesh's face score: ≈ 1 on Einstein and the seated man, ≈ 0 on a patch of the
+    painting that MTCNN's O-Net half-believes."""
     from recon_tf.nets.facemesh import FaceMesh
 
     image, truth = _einstein()

@@ -273,9 +273,10 @@ class SyntheticRenderer:
         coeffs = tf.constant(np.stack([s["coeffs"] for s in samples]))
         c = fm.layout.split(coeffs)
         shape = fm.shape(c.identity, c.expression)
+        zero = np.zeros(shape.shape[1:], np.float32)
+        offsets = [s.get("shape_offset", zero) for s in samples]
         if any("shape_offset" in s for s in samples):
-            zero = np.zeros(shape.shape[1:], np.float32)
-            shape += tf.constant(np.stack([s.get("shape_offset", zero) for s in samples]))
+            shape += tf.constant(np.stack(offsets))
         rendering = render_mesh(fm, shape, fm.albedo(c.albedo), c.angles, c.translation,
                                 c.light, self.camera)
         normals = fm.vertex_normals(shape)
@@ -298,7 +299,7 @@ class SyntheticRenderer:
                 "mask": ((alpha[..., 0] > 0.5) * 255).astype(np.uint8),
                 "landmarks": lmk.astype(np.float32),
                 "coeffs": s["coeffs"], "vertices": shape[i].numpy(),
-                "shape_offset": s.get("shape_offset", np.zeros(shape.shape[1:], np.float32)),
+                "shape_offset": offsets[i],
                 "displacement": (disp[i] * self.layout.mask[0]).numpy(),
                 "albedo_map": albedo_map[i].numpy(),
             })

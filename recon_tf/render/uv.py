@@ -167,12 +167,13 @@ def mirror_texels(position_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     from scipy.spatial import cKDTree
 
-    inside = np.flatnonzero(np.asarray(mask).reshape(-1) > 0.5)
+    flat_mask = np.asarray(mask).reshape(-1)
+    inside = np.flatnonzero(flat_mask > 0.5)
     points = np.asarray(position_map, np.float64).reshape(-1, 3)[inside]
     tree = cKDTree(points)
     spacing = float(np.median(tree.query(points, k=2)[0][:, 1]))
     dist, nearest = tree.query(points * np.array([-1.0, 1.0, 1.0]))
-    out = np.full(np.asarray(mask).reshape(-1).shape[0], -1, np.int32)
+    out = np.full(flat_mask.shape[0], -1, np.int32)
     ok = dist <= 2.0 * spacing
     out[inside[ok]] = inside[nearest[ok]]
     return out
