@@ -56,11 +56,13 @@ def training_files(face_model) -> tuple[list[str], list[str]]:
 
 
 def datasets(strategy, start_step: int, train_files: list[str], eval_files: list[str],
-             eval_extra: str, augment: bool = True, mark=None):
+             eval_extra: tuple[str, ...], augment: bool = True, mark=None,
+             train_extra: tuple[str, ...] = ()):
     """(distributed training batches, a 4-example preview batch, held-out batches or None).
 
     ``mark`` maps parsed examples before their strings are dropped (e.g. the
-    landmark source); ``eval_extra`` is the truth the held-out set must carry.
+    landmark source); ``eval_extra`` is the truth the held-out set must carry,
+    ``train_extra`` the truth the training set must carry.
     """
     from recon_tf.data.pipeline import make_dataset
     from recon_tf.training import strip_strings
@@ -75,16 +77,16 @@ def datasets(strategy, start_step: int, train_files: list[str], eval_files: list
     def make(context):
         ds = make_dataset(train_files, context.get_per_replica_batch_size(FLAGS.batch_size),
                           training=True, image_size=FLAGS.image_size, augment=augment,
-                          seed=seed, input_context=context)
+                          seed=seed, input_context=context, extra_names=train_extra)
         return ds.map(mark).map(strip_strings)
 
     train = strategy.distribute_datasets_from_function(make)
-    preview = next(iter(make_dataset(train_files, 4, training=False,
-                                     image_size=FLAGS.image_size).map(mark)))
+    preview = next(iter(make_dataset(train_files, 4, training=False, image_size=FLAGS.image_size,
+                                     extra_names=train_extra).map(mark)))
     evals = None
     if eval_files:
         evals = make_dataset(eval_files, 8, training=False, image_size=FLAGS.image_size,
-                             extra_names=(eval_extra,)).take(FLAGS.eval_batches)
+                             extra_names=eval_extra).take(FLAGS.eval_batches)
     return train, preview, evals
 
 

@@ -163,7 +163,7 @@ class Trainer:
 
         train, preview, evals = _common.datasets(
             self.strategy, int(self.step.numpy()), self.train_files, self.eval_files,
-            "vertices", FLAGS.augment, mark_landmark_source)
+            ("vertices",), FLAGS.augment, mark_landmark_source)
         step = training.train_loop(
             self.train_step, iter(train), self.step, FLAGS.steps, FLAGS.batch_size,
             self.keeper, FLAGS.checkpoint_every, FLAGS.log_every_s,

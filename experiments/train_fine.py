@@ -24,6 +24,15 @@ the training set's mean displacement map (mm) and the correlation with the
 truth. At the end, ``saved_model/`` (signature: aligned crop → coefficients,
 albedo map, displacement in mm, normal map).
 
+``--coarse_model=truth`` (ours, not the paper's): the coarse coefficients are the
+synthetic records' true ones, so the modules learn detail on a correct coarse face
+instead of learning to make up for a coarse network's errors. Only training records
+that carry ``coeffs`` are used (on the default data: the synthetic set, not the
+photos), without augmentation (a flip or crop would break the coefficients). There is
+no coarse network to export, so no SavedModel is written; the main job takes the
+modules from the run directory (``tools/reconstruct.py --fine_model=<model_dir>``) and
+applies them to the coefficients it fits, which is what such modules are for.
+
 Defaults where the paper is silent (its §4.1 is cut): batch 8, Adam 1e-4, UV
 maps 256², the wavelet encoder reading the input unwrapped into UV.
 """
@@ -48,7 +57,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/fine", "Run directory: checkpoints, TensorBoard logs, "
                     "run_meta.json, saved_model/.")
 flags.DEFINE_string("coarse_model", "runs/coarse", "The frozen coarse stage: a "
-                    "train_coarse.py run directory, checkpoint or SavedModel.")
+                    "train_coarse.py run directory, checkpoint or SavedModel; or 'truth': "
+                    "the true coefficients of synthetic training records (module docstring).")
 flags.DEFINE_list("data", [], "Training TFRecord globs (default: the default data set).")
 flags.DEFINE_list("eval_data", [], "Held-out TFRecord globs with the synthetic truth "
                   "'displacement' (default: the default held-out synthetic set).")
@@ -76,6 +86,7 @@ _common.define_loop_flags("displacement")
 define_fine_loss_flags()
 
 TERMS = ("total", "pho", "id", "alb", "smo")
+TRUTH = "truth"  # --coarse_model: the synthetic records' own coefficients
 PREVIEW_DISPLACEMENT_DM = 0.01  # ±1 mm spans black to white in the preview
 
 
@@ -94,6 +105,17 @@ def mean_displacement(files: list[str], size: int, limit: int = 256) -> np.ndarr
     return np.mean(maps, axis=0)
 
 
+def truth_files(files: list[str]) -> list[str]:
+    """The training files whose records carry the true coefficients (``coeffs``)."""
+    from recon_tf.data.tfrecord import list_extra_names
+
+    kept = [f for f in files if "coeffs" in list_extra_names(f)]
+    if not kept:
+        raise app.UsageError("--coarse_model=truth needs training records with true "
+                             "coefficients (the synthetic set, tools/make_synthetic.py)")
+    return kept
+
+
 class FineTrainer:
     """One fine-stage run; ``run`` returns the last step."""
 
@@ -109,12 +131,16 @@ class FineTrainer:
                                  "both false (evaluate that ablation with fitting instead)")
         self.tf, self.strategy, self.face_model = tf, strategy, face_model
         self.chief = training.is_chief(strategy)
-        try:
-            self.coarse_model, coarse_meta = coarse.load_coarse_model(
-                FLAGS.coarse_model, face_model, FLAGS.camera)
-        except FileNotFoundError as err:
-            raise app.UsageError(f"{err}. Train the coarse stage first "
-                                 "(experiments/train_coarse.py) or pass --coarse_model") from err
+        self.coarse_model, coarse_meta = None, {"rnet": "truth"}
+        if FLAGS.coarse_model == TRUTH:
+            train_files = truth_files(train_files)
+        else:
+            try:
+                self.coarse_model, coarse_meta = coarse.load_coarse_model(
+                    FLAGS.coarse_model, face_model, FLAGS.camera)
+            except FileNotFoundError as err:
+                raise app.UsageError(f"{err}. Train the coarse stage first (experiments/"
+                                     "train_coarse.py) or pass --coarse_model") from err
         identity = (make_identity_net(FLAGS.identity_net)
                     if FLAGS.identity_net != "none" else None)
         weights = fine_weights_from_flags(
@@ -154,7 +180,10 @@ class FineTrainer:
     def forward(self, batch: dict, training: bool):
         """(inputs, Eq. 11 terms, outputs) of a batch."""
         images = batch["image"]
-        coeffs = self.tf.stop_gradient(self.coarse_model(images, training=False))
+        if self.coarse_model is None:  # --coarse_model=truth
+            coeffs = batch["coeffs"]
+        else:
+            coeffs = self.tf.stop_gradient(self.coarse_model(images, training=False))
         inputs = self.stage.prepare(coeffs, images)
         albedo, disp = self.stage.predict(inputs, self.albedo, self.disp, training=training)
         outputs = self.stage.render(inputs, albedo, disp)
@@ -220,17 +249,23 @@ class FineTrainer:
     def run(self) -> int:
         from recon_tf import training
 
+        truth = self.coarse_model is None
         train, preview, evals = _common.datasets(
             self.strategy, int(self.step.numpy()), self.train_files, self.eval_files,
-            "displacement")
+            ("displacement", "coeffs") if truth else ("displacement",),
+            augment=not truth, train_extra=("coeffs",) if truth else ())
         step = training.train_loop(
             self.train_step, iter(train), self.step, FLAGS.steps, FLAGS.batch_size,
             self.keeper, FLAGS.checkpoint_every, FLAGS.log_every_s,
             lambda step, out, rate: self._summaries(step, out, rate, preview, evals))
         if evals is not None:
             logging.info("final held-out %s", self.evaluate(evals))
-        if FLAGS.export:
+        if FLAGS.export and self.coarse_model is not None:
             self.export()
+        elif FLAGS.export:
+            logging.info("no SavedModel with --coarse_model=truth (no coarse network); "
+                         "use the modules with tools/reconstruct.py --fine_model=%s",
+                         FLAGS.model_dir)
         self.writer.flush()
         return step
 

@@ -164,7 +164,7 @@ def detector_landmark_ids(face_model: FaceModel, preprocessor, cache: str | None
         faces = preprocessor.detector.detect(image)
         if not faces:
             return None
-        return preprocessor.landmarker(image, faces[0].box), 1.0
+        return preprocessor.landmarker(image, faces[0].box, faces[0].keypoints), 1.0
 
     tag = getattr(preprocessor.landmarker, "cache_tag", None)
     name = f"detector_{tag or getattr(preprocessor, 'landmarker_name', 'pfld')}"

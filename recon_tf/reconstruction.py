@@ -235,7 +235,7 @@ class PhotoReconstructor:
         image = decoded[0]
         pixels = image.pixels
         try:
-            points = pre.landmarker(pixels, face.box)
+            points = pre.landmarker(pixels, face.box, face.keypoints)
             if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
                 return Skipped(path, "landmarks_failed", "degenerate landmarks")
             aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate,

@@ -36,8 +36,8 @@ def _photo(name: str) -> np.ndarray:
 
 def _face_crop(name: str, size: int = 224, margin: float = 1.2) -> np.ndarray:
     """float32 [size, size, 3] in [0, 1]: a square crop around the face box."""
-    from recon_tf.nets.facemesh import box_crop, crop_matrix
-    from recon_tf.preprocess.align import warp_affine
+    from recon_tf.nets.facemesh import box_crop
+    from recon_tf.preprocess.align import crop_matrix, warp_affine
 
     center, side = box_crop(BOXES[name], margin)
     image = _photo(f"faces/{name}")
@@ -406,10 +406,10 @@ def test_facemesh_mapping_is_exact(facemesh):
 
 
 def test_facemesh_crop_roundtrip():
-    from recon_tf.nets.facemesh import crop_matrix, mesh_crop
-    from recon_tf.preprocess.align import apply_transform
+    from recon_tf.nets.facemesh import mesh_crop
+    from recon_tf.preprocess.align import apply_transform, crop_matrix
 
-    m = crop_matrix((100.0, 50.0), 96.0, angle=np.pi / 6)
+    m = crop_matrix((100.0, 50.0), 96.0, angle=np.pi / 6, size=192)
     # The centre goes to the crop's centre pixel, the eye direction to +x.
     np.testing.assert_allclose(apply_transform(m, [[100.0, 50.0]]), [[95.5, 95.5]], atol=1e-5)
     d = apply_transform(m, [[100 + np.cos(np.pi / 6), 50 + np.sin(np.pi / 6)]]) - 95.5

@@ -322,6 +322,51 @@ def test_square_crop_box():
     assert side == 60 and left == pytest.approx(0.0) and top == pytest.approx(26.0)
 
 
+def test_levelled_landmark_crop_frames_a_tilted_face_as_an_upright_one():
+    """The second pass's crop of a face tilted by 40° holds the face exactly as the
+    upright crop holds the untilted face: same crop coordinates, eyes level."""
+    from recon_tf.preprocess.align import apply_transform
+
+    truth = readers.read_pts(asset_path("images/faces_68pts/takeo.pts")).astype(np.float64)
+    angle = landmarks.eye_roll(truth)
+    c, s = np.cos(-angle), np.sin(-angle)
+    upright = (truth - truth.mean(0)) @ np.array([[c, -s], [s, c]]).T + (200.0, 150.0)
+    assert abs(landmarks.eye_roll(upright)) < 1e-9
+    tilt = np.radians(40.0)
+    c, s = np.cos(tilt), np.sin(tilt)
+    tilted = (upright - (180.0, 170.0)) @ np.array([[c, -s], [s, c]]).T + (180.0, 170.0)
+    assert landmarks.eye_roll(tilted) == pytest.approx(tilt)
+    keypoints = np.stack([tilted[36:42].mean(0), tilted[42:48].mean(0)])
+    assert landmarks.eye_roll(keypoints) == pytest.approx(tilt)
+    reference = apply_transform(
+        landmarks.levelled_crop(landmarks.landmark_crop_box(upright), 0.0), upright)
+    framed = apply_transform(landmarks.levelled_landmark_crop(tilted), tilted)
+    np.testing.assert_allclose(framed, reference, atol=1e-6)
+    # Unturned, the same square holds the points elsewhere (the test could fail).
+    assert np.abs(apply_transform(landmarks.levelled_crop(
+        landmarks.landmark_crop_box(tilted), 0.0), tilted) - reference).max() > 5
+
+
+def test_pfld_follows_a_tilted_head(preprocessor):
+    """A photo turned by 45°: eye-levelled crops (default) give the turned photo's
+    landmarks within 2.5 % of the eye distance of the upright photo's, turned."""
+    image = image_io.load_image(asset_path("images/faces/obama.jpg")).pixels
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 45.0, 1.0)
+    tilted = cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT)
+    face = preprocessor.detector.detect(image)[0]
+    upright = preprocessor.landmarker(image, face.box, face.keypoints)
+    expected = upright @ matrix[:, :2].T + matrix[:, 2]
+    face = preprocessor.detector.detect(tilted)[0]
+    assert abs(landmarks.eye_roll(face.keypoints) + np.radians(45)) < np.radians(10)
+    eye = np.linalg.norm(upright[36] - upright[45])
+    found = preprocessor.landmarker(tilted, face.box, face.keypoints)
+    assert np.linalg.norm(found - expected, axis=1).mean() < 0.025 * eye
+    unlevelled = landmarks.PFLDLandmarker(level=False)(tilted, face.box, face.keypoints)
+    assert (np.linalg.norm(unlevelled - expected, axis=1).mean()
+            > np.linalg.norm(found - expected, axis=1).mean())
+
+
 def test_unavailable_landmarkers_raise_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match="unknown landmarker"):
         landmarks.make_landmarker("nope")
@@ -385,7 +430,7 @@ def test_pfld_second_pass_follows_the_face_not_the_box(preprocessor):
     landmarks less than with one pass, and the two-pass landmarks stay on the face."""
     image = image_io.load_image(asset_path("images/faces/obama.jpg")).pixels
     box = preprocessor.detector.detect(image)[0].box
-    one_pass = landmarks.PFLDLandmarker(refine=False)
+    one_pass = landmarks.PFLDLandmarker(refine_passes=0)
     two_pass = landmarks.PFLDLandmarker()
     shifts = {"one": [], "two": []}
     for dx, dy in ((0.15, 0.0), (0.0, 0.15), (-0.15, -0.15)):

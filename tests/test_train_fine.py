@@ -113,6 +113,49 @@ def test_fine_run_resumes_and_refuses_another_configuration(fine_run, syn_glob, 
     assert "use_wavelet" in proc.stderr and "another setup" in proc.stderr
 
 
+def _first_scalar(run_dir: str, tag: str) -> float:
+    from tensorflow.core.util import event_pb2
+
+    values = []
+    for path in glob.glob(os.path.join(run_dir, "train", "events.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            values += [(event.step, tf.make_ndarray(v.tensor).item())
+                       for v in event.summary.value if v.tag == tag]
+    return min(values)[1]
+
+
+def test_truth_coarse_trains_modules_on_the_true_faces(fine_run, syn_glob, tmp_path):
+    """--coarse_model=truth: the synthetic records' own coefficients are the coarse
+    face, so the first step's L_pho is far below that of an untrained R-Net's face;
+    records without coefficients are refused; no SavedModel, the run directory is
+    what the main job loads."""
+    run_dir = str(tmp_path / "truth")
+    proc = _run(_args(syn_glob, "truth", run_dir, steps=2, checkpoint_every=1,
+                      eval_every=2, image_every=2))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "held-out" in proc.stderr and "--fine_model=" in proc.stderr
+    assert not os.path.exists(os.path.join(run_dir, "saved_model"))
+    assert json.load(open(os.path.join(run_dir, "run_meta.json")))["coarse"] == "truth"
+    truth_pho = _first_scalar(run_dir, "loss/pho")
+    rnet_pho = _first_scalar(fine_run[0], "loss/pho")
+    assert truth_pho < 0.5 * rnet_pho, (truth_pho, rnet_pho)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in glob.glob(syn_glob):  # the same records, minus their truth
+        writer = tf.io.TFRecordWriter(str(photos / os.path.basename(f)))
+        for record in tf.data.TFRecordDataset(f):
+            example = tf.train.Example.FromString(record.numpy())
+            feature = example.features.feature
+            names = [n for n in feature["extra/names"].bytes_list.value if n != b"coeffs"]
+            del feature["extra/coeffs"], feature["extra/names"].bytes_list.value[:]
+            feature["extra/names"].bytes_list.value.extend(names)
+            writer.write(example.SerializeToString())
+        writer.close()
+    proc = _run(_args(str(photos / "*.tfrecord"), "truth", str(tmp_path / "t2"), steps=1))
+    assert proc.returncode != 0 and "true coefficients" in proc.stderr
+
+
 def test_missing_coarse_model_is_named(syn_glob, tmp_path):
     proc = _run(_args(syn_glob, str(tmp_path / "nowhere"), str(tmp_path / "run"), steps=1))
     assert proc.returncode != 0

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from recon_tf.assets import asset_path
 from recon_tf.nets.tfjs import load_graph_model
-from recon_tf.preprocess.align import apply_transform, invert, warp_affine
+from recon_tf.preprocess.align import apply_transform, crop_matrix, invert, warp_affine
 
 MODEL_DIR = "landmarks/facemesh_tfjs"
 MODEL_JSON = f"{MODEL_DIR}/facemesh.json"
@@ -49,28 +49,6 @@ _SCORE = "Identity_1:0"
 _RAW_OFFSET = 0.5
 
 Box = Sequence[float]
-
-
-def crop_matrix(center: Sequence[float], side: float, angle: float = 0.0,
-                size: int = INPUT_SIZE) -> np.ndarray:
-    """The 2×3 affine from image pixels to a ``size``² crop (pixel-centre coordinates).
-
-    Args:
-      center: (x, y) crop centre in image pixels.
-      side: crop side in image pixels (the crop covers ``side`` pixels).
-      angle: rotation of the crop in radians: the crop's x axis points along
-        ``(cos angle, sin angle)`` in the image (y down), so a face whose eye
-        line has that direction comes out level.
-      size: crop side in crop pixels.
-    Returns:
-      float64 [2, 3] ``M`` with ``crop = M @ [x, y, 1]``.
-    """
-    s = size / float(side)
-    c, si = np.cos(angle), np.sin(angle)
-    rot = s * np.array([[c, si], [-si, c]])
-    half = (size - 1) / 2.0
-    t = np.array([half, half]) - rot @ np.asarray(center, np.float64)
-    return np.concatenate([rot, t[:, None]], 1)
 
 
 def box_crop(box: Box, scale: float = BOX_SCALE) -> tuple[np.ndarray, float]:
@@ -209,10 +187,10 @@ class FaceMesh:
         matrices = []
         for box in boxes:
             center, side = box_crop(box)
-            matrices.append(crop_matrix(center, side))
+            matrices.append(crop_matrix(center, side, size=INPUT_SIZE))
         points, scores = self._run(images, matrices)
         for _ in range(self.refine_passes if refine else 0):
-            matrices = [crop_matrix(*mesh_crop(p)) for p in points]
+            matrices = [crop_matrix(*mesh_crop(p), size=INPUT_SIZE) for p in points]
             points, scores = self._run(images, matrices)
         return points, scores
 

@@ -131,6 +131,8 @@ class FacePreprocessor:
       num_threads: onnxruntime threads for PFLD (0: its default).
       face_verifier: second opinion on MTCNN's unsure faces (``verifier`` of
         :class:`detect.FaceDetector`), e.g. ``FaceMesh().face_score``; None: off.
+      mirror_pass: also search the mirrored image (``mirror_pass`` of
+        :class:`detect.FaceDetector`; needs ``face_verifier``).
     """
 
     def __init__(self, landmarker: str = "pfld", image_size: int = 224,
@@ -139,7 +141,8 @@ class FacePreprocessor:
                  min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, detect_max_side: int = 1024,
                  min_face_size: int = 20, min_confidence: float = 0.9, num_threads: int = 0,
-                 camera_kind: str = DEFAULT_CAMERA_KIND, face_verifier=None):
+                 camera_kind: str = DEFAULT_CAMERA_KIND, face_verifier=None,
+                 mirror_pass: bool = False):
         if template_3d is None:
             raise ValueError("FacePreprocessor needs template_3d, the face model's "
                              "mean_landmarks_3d() (e.g. of bfm.load_default_face_model())")
@@ -152,7 +155,8 @@ class FacePreprocessor:
         self.decode_limits = {"min_side": min_side, "max_side": max_side,
                               "max_pixels": max_pixels}
         self.detector = FaceDetector(min_face_size=min_face_size, min_confidence=min_confidence,
-                                     detect_max_side=detect_max_side, verifier=face_verifier)
+                                     detect_max_side=detect_max_side, verifier=face_verifier,
+                                     mirror_pass=mirror_pass)
         self.landmarker = make_landmarker(landmarker, num_threads=num_threads)
 
     def process_file(self, path: str, subject: str = "",
@@ -193,7 +197,7 @@ class FacePreprocessor:
         if face is None:
             return _skip(path, "no_face", "MTCNN found no face", **info)
         info.update(face.to_json())
-        points = self.landmarker(pixels, face.box)
+        points = self.landmarker(pixels, face.box, face.keypoints)
         if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2 or np.ptp(points[:, 1]) < 2:
             return _skip(path, "landmarks_failed", "degenerate landmarks", **info)
         try:

@@ -31,6 +31,7 @@ rotation. ``rotate=True`` estimates a full similarity (Umeyama) instead.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -160,6 +161,28 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 def invert(matrix: np.ndarray) -> np.ndarray:
     """The inverse of a [2, 3] affine, float64 [2, 3]."""
     return cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+
+
+def crop_matrix(center: Sequence[float], side: float, angle: float = 0.0, *,
+                size: int) -> np.ndarray:
+    """The 2×3 affine from image pixels to a ``size``² crop (pixel-centre coordinates).
+
+    Args:
+      center: (x, y) crop centre in image pixels.
+      side: crop side in image pixels (the crop covers ``side`` pixels).
+      angle: rotation of the crop in radians: the crop's x axis points along
+        ``(cos angle, sin angle)`` in the image (y down), so a face whose eye
+        line has that direction comes out level.
+      size: crop side in crop pixels.
+    Returns:
+      float64 [2, 3] ``M`` with ``crop = M @ [x, y, 1]``.
+    """
+    s = size / float(side)
+    c, si = np.cos(angle), np.sin(angle)
+    rot = s * np.array([[c, si], [-si, c]])
+    half = (size - 1) / 2.0
+    t = np.array([half, half]) - rot @ np.asarray(center, np.float64)
+    return np.concatenate([rot, t[:, None]], 1)
 
 
 def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int],

