@@ -40,6 +40,8 @@ flags.DEFINE_integer("num_synthetic", 16, "Held-out synthetic faces.")
 flags.DEFINE_integer("synthetic_seed", 1001, "Seed of the held-out faces.")
 flags.DEFINE_integer("mean_samples", 64, "Training displacement maps (seed 0) in the mean map.")
 flags.DEFINE_integer("uv_size", 128, "UV size of the truth and the fine stage.")
+flags.DEFINE_integer("image_size", 224, "Side of the synthetic crops (a --fine_model trained "
+                     "on smaller crops is scored on crops of its own size).")
 flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting steps (no --fine_model).")
 flags.DEFINE_string("fine_model", None, "A train_fine.py run directory (else fitting).")
 flags.DEFINE_integer("batch_size", 4, "Faces refined together.")
@@ -97,10 +99,12 @@ def main(argv: list[str]) -> None:
     from recon_tf.fine_losses import FineLossWeights
 
     fm = load_default_face_model()
-    renderer = SyntheticRenderer(fm, SyntheticConfig(uv_size=FLAGS.uv_size))
+    renderer = SyntheticRenderer(fm, SyntheticConfig(image_size=FLAGS.image_size,
+                                                     uv_size=FLAGS.uv_size))
     mean_map = np.mean([renderer.sample(0, i)["displacement"]
                         for i in range(FLAGS.mean_samples)], axis=0)[..., None]
-    stage = FineStage(fm, FLAGS.uv_size, weights=FineLossWeights(id_weight=0.0))
+    stage = FineStage(fm, FLAGS.uv_size, FLAGS.image_size,
+                      weights=FineLossWeights(id_weight=0.0))
     modules = (None, None)
     if FLAGS.fine_model:
         modules = load_fine_modules(FLAGS.fine_model, fm, FLAGS.uv_size)[:2]
