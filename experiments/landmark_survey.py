@@ -47,6 +47,7 @@ flags.DEFINE_boolean("mirror_detection", True, "With --verify_faces: search the 
                      "photo too (tools/reconstruct.py's flag).")
 flags.DEFINE_string("output", "outputs/landmark_survey", "Where the table is written.")
 
+
 def survey(preprocessor, photos: list[tuple[str, str]], variants: list[str]) -> dict:
     """{variant: [(photo name, NME %, detected)]} (module docstring)."""
     from recon_tf.preprocess import select_face

@@ -28,7 +28,7 @@ VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "flip", "gray", "
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 
 
-def _rotate(image: np.ndarray, points: np.ndarray, degrees: float):
+def _rotate(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
     """Rotate about the centre (counter-clockwise as displayed), canvas grown to fit."""
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), degrees, 1.0)
@@ -41,7 +41,7 @@ def _rotate(image: np.ndarray, points: np.ndarray, degrees: float):
     return out, points @ m[:, :2].T + m[:, 2]
 
 
-def _scale(image: np.ndarray, points: np.ndarray, factor: float):
+def _scale(image: np.ndarray, points: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Area-resample by ``factor``; pixel centres at integers map as (p + ½)·f − ½."""
     h, w = image.shape[:2]
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
@@ -50,7 +50,8 @@ def _scale(image: np.ndarray, points: np.ndarray, factor: float):
     return out, (points + 0.5) * np.array([fx, fy]) - 0.5
 
 
-def photo_variant(name: str, image: np.ndarray, points: np.ndarray):
+def photo_variant(name: str, image: np.ndarray,
+                  points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One altered copy (module docstring) of an RGB uint8 [H, W, 3] photo and its
     [68, 2] points: (image uint8 [H', W', 3], points float64 [68, 2]). Raises
     ValueError for an unknown variant name."""
