@@ -6,8 +6,10 @@ the wild: detection and NME on altered copies of annotated photos.
 
 Protocol:
 
-* Photos: every image under ``--photos_dir`` with a ``.pts`` file beside it (default:
-  the three ``images/faces_68pts`` photos of the assets), at most ``--limit``.
+* Photos: every image under ``--photos_dir`` (recursive) with a 68-point annotation of
+  the same stem (``.pts``, ``.mat`` or ``.t7``, read as LS3D-W's reader does:
+  :func:`recon_tf.data.readers.read_ls3dw`; default: the three ``images/faces_68pts``
+  photos of the assets), at most ``--limit``.
 * Variants (``--variants``; :func:`recon_tf.data.photo_variants.photo_variant`), each
   applied to the photo and to its ground truth: ``orig``; ``scale0.5`` / ``scale0.25``
   (small, blurry faces); ``rot25`` / ``rot45`` (tilted heads); ``flip``; ``gray``;
@@ -26,15 +28,17 @@ Prints a Markdown table (variant × photo, then the mean) and writes it to
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
 from absl import app, flags, logging
 
-from recon_tf.data.photo_variants import VARIANTS, annotated_photos, photo_variant
+from recon_tf.data.photo_variants import VARIANTS, photo_variant
+from recon_tf.data.readers import DatasetNotFoundError, Record, read_ls3dw
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("photos_dir", "", "Folder of photos with .pts beside them "
+flags.DEFINE_string("photos_dir", "", "Folder of photos with .pts/.mat/.t7 beside them "
                     "(default: <assets>/images/faces_68pts).")
 flags.DEFINE_integer("limit", 0, "At most this many photos (0: all).")
 flags.DEFINE_list("variants", list(VARIANTS), "Variants to survey.")
@@ -48,15 +52,16 @@ flags.DEFINE_boolean("mirror_detection", True, "With --verify_faces: search the 
 flags.DEFINE_string("output", "outputs/landmark_survey", "Where the table is written.")
 
 
-def survey(preprocessor, photos: list[tuple[str, str]], variants: list[str]) -> dict:
+def survey(preprocessor, photos: list[Record], variants: list[str]) -> dict:
     """{variant: [(photo name, NME %, detected)]} (module docstring)."""
     from recon_tf.preprocess import select_face
     from recon_tf.preprocess.image_io import load_image
-    from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
+    from recon_tf.preprocess.landmarks import nme_outer_eyes
 
     results = {v: [] for v in variants}
-    for path, pts in photos:
-        image, truth = load_image(path).pixels, read_pts(pts)
+    for record in photos:
+        path = record.image_path
+        image, truth = load_image(path).pixels, record.landmarks
         for variant in variants:
             pixels, gt = photo_variant(variant, image, truth)
             face, note = select_face(preprocessor.detector.detect(pixels), gt)
@@ -96,9 +101,10 @@ def main(argv):
     from recon_tf.preprocess.landmarks import PFLDLandmarker
 
     folder = FLAGS.photos_dir or asset_path("images/faces_68pts")
-    photos = list(annotated_photos(folder, FLAGS.limit))
-    if not photos:
-        raise app.UsageError(f"no image with a .pts beside it in {folder}")
+    try:
+        photos = list(itertools.islice(read_ls3dw(folder), FLAGS.limit or None))
+    except DatasetNotFoundError as err:
+        raise app.UsageError(f"{folder}: {err}") from err
     verifier = None
     if FLAGS.verify_faces:
         from recon_tf.nets.facemesh import FaceMesh

@@ -37,16 +37,6 @@ def test_variant_moves_points_with_the_pixels(variant):
         photo_variants.photo_variant("sepia", image, points)
 
 
-def test_annotated_photos_pairs_images_with_pts(tmp_path):
-    for name in ("b.jpg", "a.png", "c.png", "notes.txt"):
-        (tmp_path / name).write_bytes(b"x")
-    for name in ("a.pts", "b.pts", "notes.pts"):
-        (tmp_path / name).write_text("")
-    pairs = list(photo_variants.annotated_photos(str(tmp_path)))
-    assert [os.path.basename(p) for p, _ in pairs] == ["a.png", "b.jpg"]
-    assert list(photo_variants.annotated_photos(str(tmp_path), limit=1)) == pairs[:1]
-
-
 def test_survey_finds_the_tilted_face(tmp_path):
     """End to end on one annotated photo, upright and tilted by 45°: the face is
     detected both times and the landmarks stay on it (with upright crops, PFLD's

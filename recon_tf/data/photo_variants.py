@@ -1,5 +1,6 @@
 """Altered copies of annotated photos, with their landmarks carried along: how a 2D
-front end is surveyed on faces in the wild (``experiments/landmark_survey.py``).
+front end is surveyed on faces in the wild (``experiments/landmark_survey.py``;
+the photos come from :func:`recon_tf.data.readers.read_ls3dw`).
 
 Points are float [N, 2] (x, y) in pixels, centres at integer coordinates (the
 ``.pts`` convention of :func:`recon_tf.data.readers.read_pts`); 68-point sets
@@ -15,9 +16,6 @@ photo a third of its size inside a grey border: a face far from the camera).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import cv2
 import numpy as np
 
@@ -25,7 +23,6 @@ from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 
 VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "flip", "gray", "dark",
             "tinyface")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 
 
 def _rotate(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -78,15 +75,3 @@ def photo_variant(name: str, image: np.ndarray,
         return _scale(canvas, points + np.array([w, h]), 1.0 / 3.0)
     raise ValueError(f"unknown variant {name!r}")
 
-
-def annotated_photos(folder: str, limit: int = 0) -> Iterator[tuple[str, str]]:
-    """(image path, .pts path) pairs of ``folder``, sorted, at most ``limit`` (0: all)."""
-    count = 0
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        pts = os.path.join(folder, stem + ".pts")
-        if ext.lower() in IMAGE_EXTENSIONS and os.path.exists(pts):
-            yield os.path.join(folder, name), pts
-            count += 1
-            if limit and count >= limit:
-                return
