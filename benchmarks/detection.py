@@ -1,12 +1,14 @@
 """Seconds per photo of the main job's front end, each option against the plain one in the
-same process: MTCNN alone, + FaceMesh's second opinion, + the mirrored search; PFLD with
-upright crops and one refined pass against eye-levelled crops and two.
+same process: MTCNN alone, + FaceMesh's second opinion, + the mirrored search, + the
+rotated search (on the photos, and on a 640×480 photo without a face, where it runs);
+PFLD with upright crops and one refined pass against eye-levelled crops and two.
 
     python benchmarks/detection.py [--photos=8] [--repeats=2]
 
-Last line: ``RESULT detect_s=<x> mirror_ratio=<y> pfld_ms=<z>`` (x: detection with the
-main job's defaults, s per photo; y: that over detection without the mirrored search;
-z: PFLD with the defaults, ms per face).
+Last line: ``RESULT detect_s=<x> mirror_ratio=<y> pfld_ms=<z> noface_rotated_ratio=<w>``
+(x: detection with the main job's defaults, s per photo; y: that over detection without
+the mirrored search; z: PFLD with the defaults, ms per face; w: the defaults over no
+rotated search on the photo without a face).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import glob
 import os
 import time
 
+import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -47,12 +50,17 @@ def main(argv: list[str]) -> None:
     mesh = FaceMesh()
     detectors = {"MTCNN alone": FaceDetector(),
                  "+ FaceMesh second opinion": FaceDetector(verifier=mesh.face_score),
-                 "+ mirrored search (default)": FaceDetector(verifier=mesh.face_score,
-                                                             mirror_pass=True)}
+                 "+ mirrored search": FaceDetector(verifier=mesh.face_score, mirror_pass=True),
+                 "+ rotated search (default)": FaceDetector(
+                     verifier=mesh.face_score, mirror_pass=True,
+                     rotations=(45.0, -45.0, 90.0, -90.0))}
     for detector in detectors.values():  # tracing and first calls
         detector.detect(images[0])
     rows = {name: _best_seconds(d.detect, images, FLAGS.repeats)
             for name, d in detectors.items()}
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    noface = {f"no face: {name}": _best_seconds(detectors[name].detect, [noise], FLAGS.repeats)
+              for name in ("+ mirrored search", "+ rotated search (default)")}
     faces = [(img, f) for img in images for f in detectors["MTCNN alone"].detect(img)]
     markers = {"PFLD upright, 1 refined pass": PFLDLandmarker(refine_passes=1, level=False),
                "PFLD levelled, 2 refined passes (default)": PFLDLandmarker()}
@@ -63,13 +71,18 @@ def main(argv: list[str]) -> None:
     print(f"{'stage':44s} {'s/photo':>8s} {'ratio':>6s}")
     for name, seconds in rows.items():
         print(f"{name:44s} {seconds:8.3f} {seconds / plain:6.2f}")
+    for name, seconds in noface.items():
+        print(f"{name:44s} {seconds:8.3f} "
+              f"{seconds / noface['no face: + mirrored search']:6.2f}")
     base = pfld["PFLD upright, 1 refined pass"]
     print(f"{'stage':44s} {'ms/face':>8s} {'ratio':>6s}")
     for name, seconds in pfld.items():
         print(f"{name:44s} {1000 * seconds:8.1f} {seconds / base:6.2f}")
-    default = rows["+ mirrored search (default)"]
+    default = rows["+ rotated search (default)"]
+    rotated = noface["no face: + rotated search (default)"] / noface["no face: + mirrored search"]
     print(f"RESULT detect_s={default:.3f} mirror_ratio={default / plain:.2f} "
-          f"pfld_ms={1000 * pfld['PFLD levelled, 2 refined passes (default)']:.1f}")
+          f"pfld_ms={1000 * pfld['PFLD levelled, 2 refined passes (default)']:.1f} "
+          f"noface_rotated_ratio={rotated:.2f}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ flags.DEFINE_boolean("verify_faces", True, "FaceMesh's second opinion on unsure 
                      "(and on the faces found only in the mirrored photo).")
 flags.DEFINE_boolean("mirror_detection", True, "With --verify_faces: search the mirrored "
                      "photo too (tools/reconstruct.py's flag).")
+flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90"], "With --verify_faces: "
+                  "angles (degrees) searched when no face is found upright; empty: off.")
 flags.DEFINE_string("output", "outputs/landmark_survey", "Where the table is written.")
 
 
@@ -114,7 +116,9 @@ def main(argv):
     preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker,
                                     template_3d=face_model.mean_landmarks_3d(),
                                     face_verifier=verifier,
-                                    mirror_pass=verifier is not None and FLAGS.mirror_detection)
+                                    mirror_pass=verifier is not None and FLAGS.mirror_detection,
+                                    rotations=tuple(float(a) for a in FLAGS.rotated_detection)
+                                    if verifier is not None else ())
     if FLAGS.landmarker == "pfld":
         preprocessor.landmarker = PFLDLandmarker(refine_passes=FLAGS.refine_passes,
                                                  level=FLAGS.level)

@@ -11,8 +11,10 @@ Protocol:
   see :func:`recon_tf.data.readers.read_celeba`), split ``--split`` (default ``test``:
   19,962 images; the paper evaluates on "the test dataset of CelebA" and gives no count).
   ``--limit=N`` keeps the first N images (sorted file names). Without ``--data_root``:
-  the default data, the shared photos ``<assets>/images/faces`` (NOT CelebA; one of
-  them, ``dogs.jpg``, has no face and shows how a failure is reported).
+  the default data, the shared photos ``<assets>/images/faces`` (NOT CelebA; the only
+  human face in ``dogs.jpg`` is a small magazine cover lying on its side, found by the
+  main job's rotated search; with ``--rotated_detection=`` it is a detection failure
+  and shows how one is reported).
 * **Crop.** Each image's largest face is detected (MTCNN), landmarked (PFLD, 68 points)
   and aligned to a 224² crop (``--image_size``) by Deep3DFace's 5-point scheme, as the
   paper's coarse stage ([22]).

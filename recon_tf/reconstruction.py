@@ -229,6 +229,7 @@ class PhotoReconstructor:
         """Landmark, align and mask one detected face of a decoded photo."""
         from recon_tf.preprocess import _decode_to_original
         from recon_tf.preprocess.align import align_face
+        from recon_tf.preprocess.landmarks import eye_roll
         from recon_tf.preprocess.skin_mask import detail_regions, feature_regions, skin_mask
 
         pre = self.preprocessor
@@ -250,7 +251,8 @@ class PhotoReconstructor:
             dense = None
             info = {**info, "mask_method": mask.method, **face.to_json()}
             if self.facemesh is not None:
-                mesh_points, score = self.facemesh.detect(pixels, face.box)
+                mesh_points, score = self.facemesh.detect(pixels, face.box,
+                                                          angle=eye_roll(face.keypoints))
                 info["facemesh_score"] = round(float(score), 4)
                 if score >= 0.5 and np.all(np.isfinite(mesh_points)):
                     dense = apply_transform(aligned.transform, mesh_points[:, :2])

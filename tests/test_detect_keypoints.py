@@ -139,3 +139,36 @@ def test_mirror_pass_finds_a_face_only_the_mirror_image_shows():
     assert len(both) == len(single) + 1  # the faces both passes see are not doubled
     refused = FaceDetector(verifier=lambda img, box: 0.0, mirror_pass=True).detect(flipped)
     assert not any(f.mirrored for f in refused)
+
+
+def test_rotated_search_finds_a_face_turned_on_its_side():
+    """takeo.ppm turned by 90° is missed upright, padded and mirrored; the rotated
+    search finds him standing upright in the turned-back image, maps his box and
+    keypoints back onto the face (eyes in the subject's order), records the angle,
+    and keeps him only on the verifier's word."""
+    from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.nets.facemesh import FaceMesh
+    from recon_tf.preprocess.landmarks import read_pts
+
+    try:
+        image = load_image(asset_path("images/faces_68pts/takeo.ppm")).pixels
+        truth = read_pts(asset_path("images/faces_68pts/takeo.pts"))
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    turned, points = photo_variant("rot-90", image, truth)
+    with pytest.raises(ValueError, match="need a verifier"):
+        FaceDetector(rotations=(90.0,))
+    upright = FaceDetector(verifier=mesh.face_score, mirror_pass=True).detect(turned)
+    assert not any(_on_face(f, points) for f in upright)
+    found = FaceDetector(verifier=mesh.face_score, mirror_pass=True,
+                         rotations=(45.0, -45.0, 90.0, -90.0)).detect(turned)
+    takeo = [f for f in found if _on_face(f, points)]
+    assert len(takeo) == 1 and takeo[0].rotation == 90.0 and takeo[0].verify_score > 0.9
+    assert takeo[0].to_json()["rotation"] == 90.0
+    eye_distance = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
+    for keypoint, eye in zip(takeo[0].keypoints[:2], (points[36:42], points[42:48])):
+        assert np.linalg.norm(keypoint - eye.mean(0)) < 0.25 * eye_distance
+    refused = FaceDetector(verifier=lambda img, box: 0.0, mirror_pass=True,
+                           rotations=(90.0, -90.0)).detect(turned)
+    assert not any(_on_face(f, points) for f in refused)

@@ -110,3 +110,22 @@ def test_reweighting_discounts_an_outlying_detection(face_model, fitted):
     ratio = (reweighted.landmark_weights / data.landmark_weights).numpy()
     assert ratio[0, 40] < 0.05
     assert np.median(ratio) > 0.9
+
+
+def test_a_head_lying_on_its_side_starts_and_ends_at_its_roll(face_model):
+    """The default start takes the roll from the observed eye line (the crops keep the
+    photo's in-plane rotation); from it, the pose and landmark stages fit a face
+    rolled by 90° (either way) to its true pose."""
+    truth = _truth(face_model)
+    roll = face_model.layout.offsets["angles"][0] + 2
+    truth[:, roll] = [np.pi / 2, -np.pi / 2]
+    data = _observe(face_model, truth)
+    fitter = Fitter(face_model, CoarseLossWeights.for_model(face_model, id_weight=0.0),
+                    FitSchedule(pose_steps=20, landmark_steps=60, photo_scales=(),
+                                photo_steps=()), image_size=112)
+    start = fitter.mean_face_start(data)
+    np.testing.assert_allclose(start[:, roll], truth[:, roll], atol=0.15)
+    assert np.count_nonzero(start) == 2  # the mean face, facing the camera, but rolled
+    result = fitter.fit(data)
+    angles = slice(*face_model.layout.offsets["angles"])
+    np.testing.assert_allclose(result.coeffs[:, angles], truth[:, angles], atol=0.1)

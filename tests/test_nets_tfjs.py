@@ -419,3 +419,19 @@ def test_facemesh_crop_roundtrip():
     pts[33, :2], pts[263, :2] = (0, 0), (10, 10)
     _, _, angle = mesh_crop(pts)
     assert angle == pytest.approx(np.pi / 4)
+
+
+def test_facemesh_first_crop_levelled_for_a_head_on_its_side(facemesh):
+    """Einstein's photo turned by 90°: an upright first crop loses the face, one
+    levelled by the eye line (``angle``) finds it as in the upright photo."""
+    from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.preprocess.landmarks import eye_roll
+
+    image, truth, _ = _einstein()
+    turned, points = photo_variant("rot90", image, truth)
+    lo, hi = points.min(0), points.max(0)
+    box = (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
+    _, upright_score = facemesh.detect(turned, box)
+    found, score = facemesh.detect(turned, box, angle=eye_roll(points))
+    assert upright_score < 0.5 < 0.9 < score
+    assert np.all(_eye_errors(found, points)[2:] < 0.08)

@@ -595,3 +595,19 @@ def test_every_shared_photo_goes_through_the_preprocessor(tmp_path, tool):
         else:
             assert entry["status"] == "kept", entry
     assert summary["kept"] == len(photos) - 1
+
+
+def test_alignment_without_rotation_keeps_a_rolled_face_in_frame():
+    """Scale + translation alignment is Deep3DFace's least squares up to a 45° roll;
+    beyond, where least squares shrinks the face (cos θ) and turns negative past 90°,
+    the similarity's scale × cos 45° stands in, so a face on its side still aligns."""
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 300, (5, 2))
+    src -= src.mean(0)
+    for degrees, expected in ((30, 2 * np.cos(np.radians(30))), (90, 2 * np.sqrt(0.5)),
+                              (-120, 2 * np.sqrt(0.5))):
+        t = np.radians(degrees)
+        rot = 2 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        m = align.estimate_transform(src, src @ rot.T + [40.0, 60.0])
+        np.testing.assert_allclose(m[:, :2], expected * np.eye(2), rtol=1e-6)
+        np.testing.assert_allclose(m[:, 2], [40.0, 60.0], atol=1e-6)  # centroids meet

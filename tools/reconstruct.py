@@ -62,6 +62,11 @@ flags.DEFINE_bool("mirror_detection", True,
                   "With --verify_faces: also search the mirrored photo and keep the faces "
                   "found only there when FaceMesh's face score is >= 0.5 (MTCNN is not "
                   "mirror-symmetric; +0.6 s per photo).")
+flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90"],
+                  "With --verify_faces: when no face is found upright, search the photo "
+                  "turned by these angles (degrees, counter-clockwise) and keep the faces "
+                  "FaceMesh scores >= 0.5 (MTCNN misses faces rolled by more than ~40 "
+                  "degrees); empty: off.")
 flags.DEFINE_bool("detector_landmark_ids", False,
                   "Use the 68 vertices learned for the 2D detector's convention (points 17-67) "
                   "instead of the face model's own lmk68 (see README).")
@@ -150,7 +155,9 @@ def build_reconstructor():
                                     camera_kind=FLAGS.camera,
                                     face_verifier=facemesh.face_score if FLAGS.verify_faces
                                     else None,
-                                    mirror_pass=FLAGS.verify_faces and FLAGS.mirror_detection)
+                                    mirror_pass=FLAGS.verify_faces and FLAGS.mirror_detection,
+                                    rotations=tuple(float(a) for a in FLAGS.rotated_detection)
+                                    if FLAGS.verify_faces else ())
     landmark_ids = None
     if FLAGS.detector_landmark_ids:
         from recon_tf.dense_landmarks import detector_landmark_ids

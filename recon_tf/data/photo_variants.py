@@ -21,7 +21,7 @@ import numpy as np
 
 from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 
-VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "flip", "gray", "dark",
+VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "rot90", "flip", "gray", "dark",
             "tinyface")
 
 

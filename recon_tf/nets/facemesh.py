@@ -164,7 +164,8 @@ class FaceMesh:
         return out, scores
 
     def detect_batch(self, images: Sequence[np.ndarray], boxes: Sequence[Box],
-                     refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     refine: bool = True, angles: Sequence[float] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks for one face per (image, box) pair, batched through the net.
 
         Args:
@@ -174,6 +175,11 @@ class FaceMesh:
             (see :func:`box_crop`).
           refine: run ``refine_passes`` more passes, each on the previous
             mesh's own eye-levelled box.
+          angles: per face, the eye line's angle (radians, image y down, e.g.
+            :func:`recon_tf.preprocess.landmarks.eye_roll` of the detector's
+            keypoints) that levels the first crop; None: upright first crops. A
+            head tilted by more than ≈ 45° needs it: the upright first pass
+            loses the face, and the refined passes level by that pass's eyes.
         Returns:
           (points float32 [N, 468, 3]: x, y in image pixels (pixel centres at
           integer coordinates), z in the same pixel scale;
@@ -184,18 +190,20 @@ class FaceMesh:
         if not len(images):
             return np.zeros((0, NUM_POINTS, 3), np.float32), np.zeros((0,), np.float32)
         images = [_check_image(img) for img in images]
+        if angles is None:
+            angles = [0.0] * len(boxes)
         matrices = []
-        for box in boxes:
+        for box, angle in zip(boxes, angles):
             center, side = box_crop(box)
-            matrices.append(crop_matrix(center, side, size=INPUT_SIZE))
+            matrices.append(crop_matrix(center, side, float(angle), size=INPUT_SIZE))
         points, scores = self._run(images, matrices)
         for _ in range(self.refine_passes if refine else 0):
             matrices = [crop_matrix(*mesh_crop(p), size=INPUT_SIZE) for p in points]
             points, scores = self._run(images, matrices)
         return points, scores
 
-    def detect(self, image: np.ndarray, box: Box,
-               refine: bool = True) -> tuple[np.ndarray, float]:
+    def detect(self, image: np.ndarray, box: Box, refine: bool = True,
+               angle: float = 0.0) -> tuple[np.ndarray, float]:
         """Landmarks of the face in ``box``.
 
         Args:
@@ -203,12 +211,13 @@ class FaceMesh:
           box: (x, y, w, h) face box in image pixels, e.g. from MTCNN.
           refine: run ``refine_passes`` more passes on the mesh's own
             eye-levelled box.
+          angle: the first crop's rotation (``angles`` of :meth:`detect_batch`).
         Returns:
           (points float32 [468, 3]: x, y in image pixels (pixel centres at
           integer coordinates, as OpenCV), z in the same pixel scale;
           score: face probability in [0, 1]).
         """
-        points, scores = self.detect_batch([image], [box], refine=refine)
+        points, scores = self.detect_batch([image], [box], refine=refine, angles=[angle])
         return points[0], float(scores[0])
 
     def face_score(self, image: np.ndarray, box: Box) -> float:

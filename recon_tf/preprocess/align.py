@@ -120,7 +120,9 @@ def estimate_transform(src: np.ndarray, dst: np.ndarray, rotate: bool = False) -
 
     Args:
       src, dst: float [N, 2], N ≥ 2.
-      rotate: False: isotropic scale + translation; True: similarity (Umeyama).
+      rotate: False: isotropic scale + translation (least squares, the scale
+        floored at the similarity's scale × cos 45° for points rolled further;
+        see the code); True: similarity (Umeyama).
     Returns:
       float64 [2, 3] affine.
     """
@@ -137,7 +139,13 @@ def estimate_transform(src: np.ndarray, dst: np.ndarray, rotate: bool = False) -
         scale = float(np.trace(np.diag(sig) @ d)) / var
         linear = scale * rot
     else:
-        scale = float(np.sum(a * b)) / var
+        # Least squares gives |s| cos θ for points rolled by θ: it shrinks the face of a
+        # tilted head and turns negative past 90°. Below 45° it is kept as is
+        # (Deep3DFace); beyond, the similarity's scale × cos 45° stands in, so a
+        # face lying on its side is framed like one tilted by 45°.
+        similarity = float(np.hypot(np.sum(a * b), np.sum(a[:, 0] * b[:, 1]
+                                                            - a[:, 1] * b[:, 0]))) / var
+        scale = max(float(np.sum(a * b)) / var, similarity * np.sqrt(0.5))
         linear = scale * np.eye(2)
     if scale <= 0:
         raise ValueError("degenerate alignment (non-positive scale)")
