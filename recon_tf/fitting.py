@@ -417,7 +417,8 @@ class Fitter:
         start = np.array(self.layout.zeros(int(data.images.shape[0])), np.float32)
         roll = self.layout.offsets["angles"][0] + 2
         for i, points in enumerate(np.asarray(data.landmarks)):
-            start[i, roll] = -eye_roll(points)
+            angle = eye_roll(points)
+            start[i, roll] = -angle if np.isfinite(angle) else 0.0  # no eyes seen: upright
         return start
 
     def fit(self, data: FitData, init=None, schedule: FitSchedule | None = None) -> FitResult:

@@ -126,6 +126,8 @@ def test_a_head_lying_on_its_side_starts_and_ends_at_its_roll(face_model):
     start = fitter.mean_face_start(data)
     np.testing.assert_allclose(start[:, roll], truth[:, roll], atol=0.15)
     assert np.count_nonzero(start) == 2  # the mean face, facing the camera, but rolled
+    blind = data._replace(landmarks=np.full_like(data.landmarks, np.nan))
+    assert not np.any(fitter.mean_face_start(blind))  # no eye line: upright, not NaN
     result = fitter.fit(data)
     angles = slice(*face_model.layout.offsets["angles"])
     np.testing.assert_allclose(result.coeffs[:, angles], truth[:, angles], atol=0.1)
