@@ -56,8 +56,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-# A mirrored-pass face overlapping a first-pass box this much is the same face.
-MIRROR_IOU = 0.3
+# Two boxes of one photo, found by different searches (mirrored, turned), overlapping
+# this much are the same face.
+SAME_FACE_IOU = 0.3
 # The verifier's score a face found only in a turned photo needs (module docstring).
 ROTATED_VERIFY = 0.9
 
@@ -205,7 +206,7 @@ class FaceDetector:
         for face in self._detect(np.ascontiguousarray(image[:, ::-1])):
             x, y, w, h = (float(v) for v in face.box)
             box = np.array([width - x - w, y, w, h], np.float32)
-            if any(box_iou(box, f.box) >= MIRROR_IOU for f in faces):
+            if any(box_iou(box, f.box) >= SAME_FACE_IOU for f in faces):
                 continue
             score = float(self.verifier(image, box))
             if score < self.verify_threshold:
@@ -217,12 +218,12 @@ class FaceDetector:
 
     def _detect_turned(self, image: np.ndarray) -> list[FaceBox]:
         """Every angle of ``rotations`` searched; where several angles find the same
-        face (IoU ≥ ``MIRROR_IOU`` of the mapped-back boxes), the one with MTCNN's
+        face (IoU ≥ ``SAME_FACE_IOU`` of the mapped-back boxes), the one with MTCNN's
         highest confidence is kept: the angle at which the face stood most upright."""
         found = [f for angle in self.rotations for f in self._detect_rotated(image, angle)]
         faces: list[FaceBox] = []
         for face in sorted(found, key=lambda f: f.confidence, reverse=True):
-            if all(box_iou(face.box, f.box) < MIRROR_IOU for f in faces):
+            if all(box_iou(face.box, f.box) < SAME_FACE_IOU for f in faces):
                 faces.append(face)
         return faces
 
