@@ -13,7 +13,8 @@ Protocol:
 * Variants (``--variants``; :func:`recon_tf.data.photo_variants.photo_variant`), each
   applied to the photo and to its ground truth: ``orig``; ``scale0.5`` / ``scale0.25``
   (small, blurry faces); ``rot25`` / ``rot45`` (tilted heads); ``flip``; ``gray``;
-  ``dark`` (underexposed); ``tinyface`` (a face far from the camera).
+  ``dark`` (underexposed); ``tinyface`` (a face far from the camera); ``tight`` (a face
+  crop to its landmarks' bounding box).
 * Each variant goes through the main job's front end (MTCNN + FaceMesh's second opinion,
   then the landmarker), with the annotated face selected as in ``fit_eval.py``: the
   detected box holding most ground-truth points; when no box holds half of them the
@@ -51,6 +52,8 @@ flags.DEFINE_boolean("mirror_detection", True, "With --verify_faces: search the 
                      "photo too (tools/reconstruct.py's flag).")
 flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90"], "With --verify_faces: "
                   "angles (degrees) searched when no face is found upright; empty: off.")
+flags.DEFINE_bool("frame_faces", True, "With --verify_faces: the frame-filling face check "
+                  "(tools/reconstruct.py's flag).")
 flags.DEFINE_string("output", "outputs/landmark_survey", "Where the table is written.")
 
 
@@ -111,14 +114,17 @@ def main(argv):
     if FLAGS.verify_faces:
         from recon_tf.nets.facemesh import FaceMesh
 
-        verifier = FaceMesh().face_score
+        mesh = FaceMesh()
+        verifier = mesh.face_score
     face_model = load_default_face_model()
     preprocessor = FacePreprocessor(landmarker=FLAGS.landmarker,
                                     template_3d=face_model.mean_landmarks_3d(),
                                     face_verifier=verifier,
                                     mirror_pass=verifier is not None and FLAGS.mirror_detection,
                                     rotations=tuple(float(a) for a in FLAGS.rotated_detection)
-                                    if verifier is not None else ())
+                                    if verifier is not None else (),
+                                    face_framer=mesh.detect
+                                    if verifier is not None and FLAGS.frame_faces else None)
     if FLAGS.landmarker == "pfld":
         preprocessor.landmarker = PFLDLandmarker(refine_passes=FLAGS.refine_passes,
                                                  level=FLAGS.level)

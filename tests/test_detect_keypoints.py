@@ -172,3 +172,94 @@ def test_rotated_search_finds_a_face_turned_on_its_side():
     refused = FaceDetector(verifier=lambda img, box: 0.0, mirror_pass=True,
                            rotations=(90.0, -90.0)).detect(turned)
     assert not any(_on_face(f, points) for f in refused)
+
+
+def _annotated(stem: str, ext: str):
+    from recon_tf.preprocess.landmarks import read_pts
+
+    try:
+        image = load_image(asset_path(f"images/faces_68pts/{stem}.{ext}")).pixels
+        truth = read_pts(asset_path(f"images/faces_68pts/{stem}.pts"))
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    return image, truth
+
+
+def test_frame_check_finds_the_face_that_fills_a_tight_crop():
+    """Cropped to its 68 points' bounding box, Einstein is missed by MTCNN even padded
+    and mirrored; the frame check finds his whole face (eyes on the eyes), on the
+    framer's word only."""
+    from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.nets.facemesh import FaceMesh
+
+    image, truth = _annotated("einstein", "jpg")
+    try:
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    crop, points = photo_variant("tight", image, truth)
+    h, w = crop.shape[:2]
+    assert FaceDetector(verifier=mesh.face_score, mirror_pass=True).detect(crop) == []
+    found = FaceDetector(verifier=mesh.face_score, mirror_pass=True,
+                         framer=mesh.detect).detect(crop)
+    assert len(found) == 1 and found[0].framed and found[0].confidence == 0.0
+    face = found[0]
+    assert _on_face(face, points) and face.area > 0.25 * w * h
+    assert face.to_json()["framed"] is True and face.verify_score >= 0.9
+    eye_distance = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
+    for keypoint, eye in zip(face.keypoints[:2], (points[36:42], points[42:48])):
+        assert np.linalg.norm(keypoint - eye.mean(0)) < 0.35 * eye_distance
+    refused = FaceDetector(verifier=mesh.face_score, mirror_pass=True,
+                           framer=lambda img, box: (np.zeros((468, 3)), 0.0))
+    assert refused.detect(crop) == []
+
+
+def test_a_part_of_a_face_is_not_a_face():
+    """Cropped tightly, breakingbad's face comes with a small box on one eye behind the
+    glasses that MTCNN calls a face. Cropped one way MTCNN finds the face and the eye:
+    the eye is dropped. Cropped another it finds the eye alone: the frame check finds
+    the face, and the eye is dropped again."""
+    from recon_tf.nets.facemesh import FaceMesh
+
+    image, truth = _annotated("breakingbad", "jpg")
+    try:
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    (x0, y0), (x1, y1) = truth.min(0), truth.max(0)
+    fw, fh = x1 - x0, y1 - y0
+    crops = {"face and eye": (int(x0 + 0.05 * fw), int(y0 + 0.1 * fh), int(x1 - 0.05 * fw),
+                              int(y1)),
+             "eye alone": (int(x0), int(y0 + 0.1 * fh), int(x1), int(y1 - 0.05 * fh))}
+    plain = FaceDetector(verifier=mesh.face_score, mirror_pass=True)
+    framed = FaceDetector(verifier=mesh.face_score, mirror_pass=True, framer=mesh.detect)
+    for name, (left, top, right, bottom) in crops.items():
+        crop = np.ascontiguousarray(image[top:bottom, left:right])
+        points = truth - [left, top]
+        h, w = crop.shape[:2]
+        raw = plain._detect_both(crop)  # MTCNN's own answer, before the nesting rule
+        assert any(f.area < 0.1 * w * h for f in raw), name
+        assert any(f.area > 0.25 * w * h for f in raw) == (name == "face and eye"), name
+        for detector in (plain, framed) if name == "face and eye" else (framed,):
+            faces = detector.detect(crop)
+            assert len(faces) == 1, (name, faces)
+            assert _on_face(faces[0], points) and faces[0].area > 0.25 * w * h, name
+        assert faces[0].framed == (name == "eye alone")
+
+
+def test_frame_check_leaves_a_portrait_alone():
+    """takeo.ppm is a portrait FaceMesh calls a face when run on the whole frame; MTCNN
+    already found that face, so the frame check adds nothing."""
+    from recon_tf.nets.facemesh import FaceMesh
+
+    image, truth = _annotated("takeo", "ppm")
+    try:
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    h, w = image.shape[:2]
+    assert mesh.detect(image, np.array([0, 0, w, h], np.float32))[1] > 0.9
+    plain = FaceDetector(verifier=mesh.face_score).detect(image)
+    framed = FaceDetector(verifier=mesh.face_score, framer=mesh.detect).detect(image)
+    assert len(plain) == len(framed) == 1 and not framed[0].framed
+    np.testing.assert_allclose(framed[0].box, plain[0].box)

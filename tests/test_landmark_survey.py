@@ -21,10 +21,17 @@ def test_variant_moves_points_with_the_pixels(variant):
     cv2.circle(image, (310, 90), 14, (255, 255, 255), -1)
     image = cv2.GaussianBlur(image, (0, 0), 4)
     points = np.tile(point, (68, 1))
+    if variant == "tight":  # the crop is the points' bounding box: give it an extent
+        points[1:3] = [[100.0, 40.0], [400.0, 280.0]]
     out, moved = photo_variants.photo_variant(variant, image, points)
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
     assert moved.shape == (68, 2)
-    np.testing.assert_allclose(moved, np.tile(moved[0], (68, 1)))  # re-indexing only
+    if variant == "tight":  # a crop: every point shifts alike, the box's corner to ~0
+        np.testing.assert_allclose(moved - points, np.tile(moved[0] - points[0], (68, 1)))
+        np.testing.assert_allclose(points[0] - moved[0], [100.0, 40.0])  # the box's corner
+        assert out.shape[:2] == (241, 301)
+    else:
+        np.testing.assert_allclose(moved, np.tile(moved[0], (68, 1)))  # re-indexing only
     grey = out.astype(np.float64).mean(axis=2)
     y, x = np.unravel_index(np.argmax(cv2.GaussianBlur(grey, (0, 0), 2)), grey.shape)
     scale = np.sqrt(out.shape[0] * out.shape[1] / (300 * 420.0))

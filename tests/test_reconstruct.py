@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from recon_tf.assets import asset_path
+from recon_tf.data.photo_variants import photo_variant
 from recon_tf.export import read_obj
 from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
 from recon_tf.reconstruction import FINE_OUTPUT_FILES, OUTPUT_FILES, reproject
@@ -44,6 +45,9 @@ def _bad_and_odd_inputs(src, photo):
     rgba = np.concatenate([bgr, np.full(bgr.shape[:2] + (1,), 255, np.uint8)], -1)
     cv2.imwrite(str(src / "takeo_rgba.png"), rgba)
     cv2.imwrite(str(src / "takeo_16bit.png"), bgr.astype(np.uint16) * 257)
+    einstein, truth = (asset_path(f"images/faces_68pts/einstein.{e}") for e in ("jpg", "pts"))
+    tight, _ = photo_variant("tight", cv2.imread(einstein), read_pts(truth))
+    cv2.imwrite(str(src / "einstein_tight.png"), tight)  # found by the frame check alone
     dogs = cv2.imread(str(src / "dogs.jpg"))
     dogs[370:640, :240] = dogs.reshape(-1, 3).mean(0)  # paint over the magazine cover
     cv2.imwrite(str(src / "dogs_only.jpg"), dogs)
@@ -53,7 +57,8 @@ SKIPPED = {"dogs_only.jpg": "no_face", "corrupt.jpg": "corrupt", "notes.png": "n
            "empty.jpg": "empty", "one_pixel.png": "too_small", "huge_blank.png": "no_face"}
 RECONSTRUCTED = {"takeo.ppm": 1, "takeo_gray.png": 1, "takeo_rgba.png": 1,
                  "takeo_16bit.png": 1, "two_people.jpg": 2,
-                 "dogs.jpg": 1}  # a magazine cover's face, on its side, behind the dogs
+                 "dogs.jpg": 1,  # a magazine cover's face, on its side, behind the dogs
+                 "einstein_tight.png": 1}
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +104,8 @@ def test_every_input_is_reported_and_good_ones_have_all_outputs(run_dir):
             assert set(face["seconds"]) == {"fit", "fine", "write"}
         assert set(entry["seconds"]) == {"prepare", "fit", "fine", "write", "total"}
     totals = summary["totals"]
-    assert (totals["ok"], totals["skipped"], totals["pending"]) == (6, 7, 0)
-    assert totals["faces"] == 7
+    assert (totals["ok"], totals["skipped"], totals["pending"]) == (7, 7, 0)
+    assert totals["faces"] == 8
     assert totals["seconds"]["fit"] > 0
     assert "ETA" in result.stderr  # progress with rate and ETA
 
@@ -139,6 +144,18 @@ def test_a_face_on_its_side_is_found_by_the_turned_search(run_dir):
     assert x <= cols.mean() <= x + w and y <= rows.mean() <= y + h
     roll = float(np.load(out / face["output"] / "coeffs.npz")["angles"][2])
     assert abs(abs(roll) - np.pi / 2) < 0.4, roll
+
+
+def test_a_face_that_fills_the_frame_is_found_by_the_frame_check(run_dir):
+    """Einstein cropped to his landmarks is missed by MTCNN; FaceMesh on the whole frame
+    finds him, summary.json says so, and his render covers most of the crop."""
+    _, out, _ = run_dir
+    entry = [e for e in json.load(open(out / "summary.json"))["images"]
+             if e["path"].endswith("einstein_tight.png")][0]
+    face = entry["faces"][0]
+    assert face["framed"] is True and face["verify_score"] >= 0.9
+    mask = cv2.imread(str(out / face["output"] / "face_mask.png"), 0) > 127
+    assert mask.mean() > 0.5
 
 
 def test_index_html_shows_every_face_and_every_skip(run_dir):

@@ -67,6 +67,10 @@ flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90"],
                   "turned by these angles (degrees, counter-clockwise) and keep the faces "
                   "FaceMesh scores >= 0.5 (MTCNN misses faces rolled by more than ~40 "
                   "degrees); empty: off.")
+flags.DEFINE_bool("frame_faces", True,
+                  "With --verify_faces: run FaceMesh on the whole photo and add the face "
+                  "that fills the frame when MTCNN missed it (tight face crops; README, "
+                  "Face detection).")
 flags.DEFINE_bool("detector_landmark_ids", False,
                   "Use the 68 vertices learned for the 2D detector's convention (points 17-67) "
                   "instead of the face model's own lmk68 (see README).")
@@ -157,7 +161,9 @@ def build_reconstructor():
                                     else None,
                                     mirror_pass=FLAGS.verify_faces and FLAGS.mirror_detection,
                                     rotations=tuple(float(a) for a in FLAGS.rotated_detection)
-                                    if FLAGS.verify_faces else ())
+                                    if FLAGS.verify_faces else (),
+                                    face_framer=facemesh.detect
+                                    if FLAGS.verify_faces and FLAGS.frame_faces else None)
     landmark_ids = None
     if FLAGS.detector_landmark_ids:
         from recon_tf.dense_landmarks import detector_landmark_ids

@@ -11,7 +11,9 @@ Variants (:data:`VARIANTS`): ``orig``; ``scale<f>`` (area-downscaled by f: small
 blurry faces); ``rot<deg>`` (in-plane rotation about the centre, counter-clockwise
 as displayed, canvas grown to fit, borders reflected: tilted heads); ``flip``
 (mirrored); ``gray``; ``dark`` (gamma 2.2, × 0.6: underexposed); ``tinyface`` (the
-photo a third of its size inside a grey border: a face far from the camera).
+photo a third of its size inside a grey border: a face far from the camera);
+``tight`` (cropped to the 68 points' bounding box: a face crop that fills the frame,
+from the brows to the chin, as crops made from landmarks come).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 
 VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "rot90", "flip", "gray", "dark",
-            "tinyface")
+            "tinyface", "tight")
 
 
 def _rotate(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -73,5 +75,9 @@ def photo_variant(name: str, image: np.ndarray,
         canvas = cv2.copyMakeBorder(image, h, h, w, w, cv2.BORDER_CONSTANT,
                                     value=(128, 128, 128))
         return _scale(canvas, points + np.array([w, h]), 1.0 / 3.0)
+    if name == "tight":
+        (x0, y0), (x1, y1) = points.min(axis=0).astype(int), points.max(axis=0).astype(int)
+        x0, y0 = max(x0, 0), max(y0, 0)
+        return np.ascontiguousarray(image[y0:y1 + 1, x0:x1 + 1]), points - np.array([x0, y0])
     raise ValueError(f"unknown variant {name!r}")
 

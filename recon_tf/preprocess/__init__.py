@@ -136,6 +136,8 @@ class FacePreprocessor:
       rotations: angles (degrees) of the turned searches when nothing is found
         upright (``rotations`` of :class:`detect.FaceDetector`; needs
         ``face_verifier``; empty: none).
+      face_framer: the frame-filling face check (``framer`` of
+        :class:`detect.FaceDetector`), e.g. ``FaceMesh().detect``; None: off.
     """
 
     def __init__(self, landmarker: str = "pfld", image_size: int = 224,
@@ -145,7 +147,8 @@ class FacePreprocessor:
                  max_pixels: int = DEFAULT_MAX_PIXELS, detect_max_side: int = 1024,
                  min_face_size: int = 20, min_confidence: float = 0.9, num_threads: int = 0,
                  camera_kind: str = DEFAULT_CAMERA_KIND, face_verifier=None,
-                 mirror_pass: bool = False, rotations: tuple[float, ...] = ()):
+                 mirror_pass: bool = False, rotations: tuple[float, ...] = (),
+                 face_framer=None):
         if template_3d is None:
             raise ValueError("FacePreprocessor needs template_3d, the face model's "
                              "mean_landmarks_3d() (e.g. of bfm.load_default_face_model())")
@@ -159,7 +162,8 @@ class FacePreprocessor:
                               "max_pixels": max_pixels}
         self.detector = FaceDetector(min_face_size=min_face_size, min_confidence=min_confidence,
                                      detect_max_side=detect_max_side, verifier=face_verifier,
-                                     mirror_pass=mirror_pass, rotations=rotations)
+                                     mirror_pass=mirror_pass, rotations=rotations,
+                                     framer=face_framer)
         self.landmarker = make_landmarker(landmarker, num_threads=num_threads)
 
     def process_file(self, path: str, subject: str = "",

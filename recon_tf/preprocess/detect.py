@@ -46,6 +46,27 @@ are turned back (the landmarkers level their crops by the eye keypoints, so
 they see the face upright), and ``FaceBox.rotation`` records the angle. Photos
 with a face found upright pay nothing; a photo with no face pays the extra
 searches (≈ +1.2 s for a 640×480 photo on 2 cores).
+
+MTCNN also fails on a face that fills the frame (a tight crop with the brows or
+chin cut off, as face crops from other tools come): padding does not always help,
+and it may report a part of the face as a small face instead (an eye behind the
+glasses of ``breakingbad.jpg`` cropped to its landmarks). With a ``framer`` (a
+dense landmark model run on a box, e.g. FaceMesh's
+:meth:`recon_tf.nets.facemesh.FaceMesh.detect`), the whole frame is checked once:
+when the framer scores it a face (≥ ``FRAME_VERIFY``), its points span at least
+``FRAME_MIN_EXTENT`` of the frame's width and height, and no face found so far
+overlaps their box (IoU ≥ ``SAME_FACE_IOU``), that face is added
+(``FaceBox.framed``; its box is the points' bounding box shrunk by
+``FRAME_BOX_SCALE`` about its centre, about MTCNN's framing; its keypoints are the
+points' eye centres, nose tip and mouth corners). On the shared photos the check
+changes nothing (FaceMesh on the whole frame scores ≤ 0.14, except on single
+portraits, whose MTCNN box it overlaps); it finds the faces of tight crops of the
+annotated photos that MTCNN misses. It costs one FaceMesh call per photo. A face
+cut in half by the frame is still missed.
+
+Whatever the search, a face found inside a larger one (its box ≥
+``INSIDE_FRACTION`` inside the other's, less than a quarter of its area) is
+dropped: it is a part of that face.
 """
 
 from __future__ import annotations
@@ -61,6 +82,18 @@ import numpy as np
 SAME_FACE_IOU = 0.3
 # The verifier's score a face found only in a turned photo needs (module docstring).
 ROTATED_VERIFY = 0.9
+# The frame-filling face check (module docstring): the framer's lowest score, the least
+# share of the frame's width and height its points span, the scale from their bounding
+# box to an MTCNN-like box, and how much of a smaller face's box inside it drops that face.
+FRAME_VERIFY = 0.9
+FRAME_MIN_EXTENT = 0.5
+FRAME_BOX_SCALE = 0.8
+INSIDE_FRACTION = 0.8
+# FaceMesh points of the keypoints: each eye's corners (subject's right eye first, on
+# the image's left in a photo), the nose tip, the mouth corners.
+FRAME_EYES = ((33, 133), (362, 263))
+FRAME_NOSE = 1
+FRAME_MOUTH = (61, 291)
 
 
 @dataclasses.dataclass
@@ -79,6 +112,8 @@ class FaceBox:
       mirrored: found only in the mirrored image (module docstring).
       rotation: degrees (counter-clockwise, OpenCV's convention) the image was
         turned to find the face; 0 for faces found upright (module docstring).
+      framed: found by the frame-filling face check, not by MTCNN (module
+        docstring; ``confidence`` is then 0 and ``verify_score`` the framer's).
     """
 
     box: np.ndarray
@@ -87,6 +122,7 @@ class FaceBox:
     verify_score: float | None = None
     mirrored: bool = False
     rotation: float = 0.0
+    framed: bool = False
 
     @property
     def area(self) -> float:
@@ -102,6 +138,8 @@ class FaceBox:
             out["mirrored"] = True
         if self.rotation:
             out["rotation"] = round(float(self.rotation), 1)
+        if self.framed:
+            out["framed"] = True
         return out
 
 
@@ -127,6 +165,10 @@ class FaceDetector:
       rotations: angles in degrees (counter-clockwise) searched in turn when
         nothing is found otherwise (module docstring; needs a verifier; empty:
         no rotated search).
+      framer: ``framer(image, box) -> (points float [P, ≥ 2] in image pixels,
+        score in [0, 1])``, a dense landmark model with FaceMesh's point order
+        (:meth:`recon_tf.nets.facemesh.FaceMesh.detect`), for the frame-filling
+        face check (module docstring); None: no check.
     """
 
     def __init__(self, min_face_size: int = 20, min_confidence: float = 0.9,
@@ -134,7 +176,9 @@ class FaceDetector:
                  pad_fractions: tuple[float, ...] = (0.25, 0.5),
                  verifier: Callable[[np.ndarray, np.ndarray], float] | None = None,
                  candidate_confidence: float = 0.6, verify_threshold: float = 0.5,
-                 mirror_pass: bool = False, rotations: tuple[float, ...] = ()):
+                 mirror_pass: bool = False, rotations: tuple[float, ...] = (),
+                 framer: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]
+                 | None = None):
         from mtcnn import MTCNN
 
         if mirror_pass and verifier is None:
@@ -146,6 +190,7 @@ class FaceDetector:
         self.mirror_pass = mirror_pass
         self.rotations = tuple(float(a) for a in rotations)
         self.verifier = verifier
+        self.framer = framer
         self.candidate_confidence = candidate_confidence
         self.verify_threshold = verify_threshold
         self.pad_fractions = tuple(pad_fractions)
@@ -163,11 +208,13 @@ class FaceDetector:
         padded on every side with its mean colour by each of ``pad_fractions``
         of its longer side in turn, and the first padding that finds faces
         gives them (boxes in the original image's pixels, possibly reaching
-        outside it). When still nothing is found, the ``rotations`` are
-        searched (module docstring).
+        outside it). With a ``framer``, a face filling the frame is then looked
+        for; when still nothing is found, the ``rotations`` are searched. Faces
+        inside larger faces are dropped (module docstring).
 
         Returns:
-          The faces scoring ≥ ``min_confidence``, largest box first.
+          The faces scoring ≥ ``min_confidence`` (or kept on the verifier's or the
+          framer's word), largest box first.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
@@ -187,14 +234,39 @@ class FaceDetector:
                                                          cv2.BORDER_CONSTANT, value=colour))
             if faces:
                 break
-        if not faces and self.rotations:
-            pad, faces = 0, self._detect_turned(small)
         offset = np.float32(pad)
-        faces = [dataclasses.replace(
-            f, box=(f.box - np.array([offset, offset, 0, 0], np.float32)) / scale,
-            keypoints=(f.keypoints - offset) / np.float32(scale)) for f in faces]
+        faces = [dataclasses.replace(f, box=f.box - np.array([offset, offset, 0, 0], np.float32),
+                                     keypoints=f.keypoints - offset) for f in faces]
+        if self.framer is not None:
+            faces = self._with_frame_face(small, faces)
+        if not faces and self.rotations:
+            faces = self._detect_turned(small)
+        faces = [f for f in faces if not any(_inside(f.box, g.box) for g in faces)]
+        faces = [dataclasses.replace(f, box=f.box / np.float32(scale),
+                                     keypoints=f.keypoints / np.float32(scale)) for f in faces]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+    def _with_frame_face(self, image: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
+        """``faces`` plus the face that fills the frame, if the framer finds one that
+        none of them is, without the faces found inside it (module docstring)."""
+        h, w = image.shape[:2]
+        points, score = self.framer(image, np.array([0, 0, w, h], np.float32))
+        points = np.asarray(points, np.float64)[:, :2]
+        if score < FRAME_VERIFY or not np.all(np.isfinite(points)):
+            return faces
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        if np.any(hi - lo < FRAME_MIN_EXTENT * np.array([w, h])):
+            return faces
+        size = (hi - lo) * FRAME_BOX_SCALE
+        box = np.concatenate([(lo + hi - size) / 2.0, size]).astype(np.float32)
+        if any(box_iou(box, f.box) >= SAME_FACE_IOU for f in faces):
+            return faces
+        keypoints = np.stack([points[list(FRAME_EYES[0])].mean(0),
+                              points[list(FRAME_EYES[1])].mean(0), points[FRAME_NOSE],
+                              points[FRAME_MOUTH[0]], points[FRAME_MOUTH[1]]])
+        return [FaceBox(box, 0.0, keypoints.astype(np.float32), float(score), framed=True)] \
+            + faces
 
     def _detect_both(self, image: np.ndarray) -> list[FaceBox]:
         """:meth:`_detect`, plus the verified faces found only in the mirrored image
@@ -288,6 +360,18 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
     union = float(a[2] * a[3] + b[2] * b[3]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def _inside(small: np.ndarray, large: np.ndarray) -> bool:
+    """Whether box ``small`` lies at least ``INSIDE_FRACTION`` inside box ``large`` and
+    covers less than a quarter of it ((x, y, w, h) boxes)."""
+    x1, y1 = max(small[0], large[0]), max(small[1], large[1])
+    x2 = min(small[0] + small[2], large[0] + large[2])
+    y2 = min(small[1] + small[3], large[1] + large[3])
+    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+    area = float(small[2] * small[3])
+    return area > 0 and inter >= INSIDE_FRACTION * area \
+        and area < 0.25 * float(large[2] * large[3])
 
 
 def largest_face(faces: list[FaceBox]) -> FaceBox | None:
