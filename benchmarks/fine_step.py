@@ -33,6 +33,8 @@ flags.DEFINE_integer("uv_size", 256, "UV map side.")
 flags.DEFINE_string("backbone", "small", "R-Net backbone of the frozen coarse stage.")
 flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "none"],
                   "Identity net of L_id in the training step.")
+flags.DEFINE_integer("base_filters", 16, "Modules' first-level width (train_fine.py's flag).")
+flags.DEFINE_integer("depth", 4, "Modules' encoder levels (train_fine.py's flag).")
 flags.DEFINE_integer("steps", 5, "Timed repetitions (after one warm-up).")
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> None:
                       weights=FineLossWeights(id_weight=0.8 if identity else 0.0),
                       identity_net=identity)
     albedo, disp = build_modules(module_config(FLAGS.uv_size, True, True, True, False, "uv",
-                                               32, 4))
+                                               FLAGS.base_filters, FLAGS.depth))
     variables = albedo.trainable_variables + disp.trainable_variables
     optimizer = tf.keras.optimizers.Adam(1e-4)
 

@@ -59,7 +59,7 @@ import reconstruct  # noqa: E402  (tools/reconstruct.py: the main job's flags an
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("backbone", "small", "R-Net backbone of the learned path.")
-flags.DEFINE_integer("module_filters", 32, "Fine modules: channels of the first level "
+flags.DEFINE_integer("module_filters", 16, "Fine modules: channels of the first level "
                      "(experiments/train_fine.py --base_filters).")
 flags.DEFINE_integer("module_depth", 4, "Fine modules: encoder levels "
                      "(experiments/train_fine.py --depth).")

@@ -199,7 +199,7 @@ def check_size(size: int, depth: int) -> None:
 
 
 def build_wavelet_encoder(input_size: int, channels: int = 3, include_ll: bool = False,
-                          use_wavelet: bool = True, base_filters: int = 32, depth: int = 4,
+                          use_wavelet: bool = True, base_filters: int = 16, depth: int = 4,
                           name: str = "wavelet_encoder") -> tf.keras.Model:
     """The wavelet transform perception encoder (Figs. 3–4).
 

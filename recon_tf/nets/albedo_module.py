@@ -50,7 +50,7 @@ from recon_tf.wavelet import (
 
 
 def build_albedo_module(uv_size: int = 256, include_ll: bool = False, use_wavelet: bool = True,
-                        base_filters: int = 32, depth: int = 4, max_delta: float = 0.5,
+                        base_filters: int = 16, depth: int = 4, max_delta: float = 0.5,
                         name: str = "albedo_module") -> tf.keras.Model:
     """Build the albedo module.
 

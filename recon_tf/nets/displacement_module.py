@@ -45,7 +45,7 @@ from recon_tf.wavelet import (
 
 
 def build_displacement_module(uv_size: int = 256, include_ll: bool = False,
-                              use_wavelet: bool = True, base_filters: int = 32, depth: int = 4,
+                              use_wavelet: bool = True, base_filters: int = 16, depth: int = 4,
                               max_displacement: float = 0.05,
                               name: str = "displacement_module") -> tf.keras.Model:
     """Build the depth displacement module.
