@@ -253,7 +253,7 @@ class FaceDetector:
 
     def _with_frame_face(self, image: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
         """``faces`` plus the face that fills the frame, if the framer finds one that
-        none of them is, without the faces found inside it (module docstring)."""
+        none of them is (module docstring)."""
         h, w = image.shape[:2]
         points, score = self.framer(image, np.array([0, 0, w, h], np.float32))
         points = np.asarray(points, np.float64)[:, :2]
@@ -376,11 +376,16 @@ class FaceDetector:
         return faces
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
+def _intersection(a: np.ndarray, b: np.ndarray) -> float:
+    """The area two (x, y, w, h) boxes share."""
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+    return max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    inter = _intersection(a, b)
     union = float(a[2] * a[3] + b[2] * b[3]) - inter
     return inter / union if union > 0 else 0.0
 
@@ -388,12 +393,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 def _inside(small: np.ndarray, large: np.ndarray) -> bool:
     """Whether box ``small`` lies at least ``INSIDE_FRACTION`` inside box ``large`` and
     covers less than a quarter of it ((x, y, w, h) boxes)."""
-    x1, y1 = max(small[0], large[0]), max(small[1], large[1])
-    x2 = min(small[0] + small[2], large[0] + large[2])
-    y2 = min(small[1] + small[3], large[1] + large[3])
-    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
     area = float(small[2] * small[3])
-    return area > 0 and inter >= INSIDE_FRACTION * area \
+    return area > 0 and _intersection(small, large) >= INSIDE_FRACTION * area \
         and area < 0.25 * float(large[2] * large[3])
 
 
