@@ -42,6 +42,14 @@ def test_a_face_filling_the_frame_is_found_by_padding():
     assert 0.8 < bw / (0.8 * w) < 2.0  # the face's size, not the padded frame's
     kp = faces[0].keypoints
     assert np.all((kp > -0.1 * cw) & (kp < 1.1 * np.array([cw, ch])))
+    # A fallback search: with a verifier, what the padded retry finds needs its word
+    # (even at MTCNN's confidence ≥ 0.9), and its boxes come back at the canvas's scale.
+    pad = int(round(0.25 * max(ch, cw)))
+    assert FaceDetector(verifier=lambda img, box: 0.0)._detect_padded(crop, pad) == []
+    kept = FaceDetector(verifier=lambda img, box: 0.75)._detect_padded(crop, pad)
+    assert len(kept) == 1 and kept[0].verify_score == 0.75
+    kx, ky, kw, kh = kept[0].box - [pad, pad, 0, 0]
+    assert 0 <= kx + kw / 2 <= cw and 0 <= ky + kh / 2 <= ch and 0.8 < kw / (0.8 * w) < 2.0
 
 
 def _einstein():
