@@ -271,3 +271,28 @@ def test_frame_check_leaves_a_portrait_alone():
     framed = FaceDetector(verifier=mesh.face_score, framer=mesh.detect).detect(image)
     assert len(plain) == len(framed) == 1 and not framed[0].framed
     np.testing.assert_allclose(framed[0].box, plain[0].box)
+
+
+def test_frame_check_adds_no_ghost_beside_a_found_face():
+    """Paul.jpeg cut at the eyes: MTCNN finds the face, and FaceMesh on the whole frame
+    calls the frame a face (≥ 0.99) but puts it half a face too low (IoU 0.30 with
+    MTCNN's box). That mesh is not a second face: the frame check measures the overlap
+    on the smaller box."""
+    from recon_tf.nets.facemesh import FaceMesh
+
+    try:
+        image = load_image(asset_path("images/faces/Paul.jpeg")).pixels
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    x, y, w, h = FaceDetector().detect(image)[0].box
+    crop = image[int(y + 0.3 * h):]
+    plain = FaceDetector(verifier=mesh.face_score, mirror_pass=True).detect(crop)
+    assert len(plain) == 1
+    ch, cw = crop.shape[:2]
+    points, score = mesh.detect(crop, np.array([0, 0, cw, ch], np.float32))
+    assert score >= 0.9  # the framer does see a face in the frame
+    found = FaceDetector(verifier=mesh.face_score, mirror_pass=True,
+                         framer=mesh.detect).detect(crop)
+    assert len(found) == 1 and not found[0].framed
+    np.testing.assert_allclose(found[0].box, plain[0].box)

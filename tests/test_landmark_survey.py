@@ -21,15 +21,22 @@ def test_variant_moves_points_with_the_pixels(variant):
     cv2.circle(image, (310, 90), 14, (255, 255, 255), -1)
     image = cv2.GaussianBlur(image, (0, 0), 4)
     points = np.tile(point, (68, 1))
+    crops = {"tight": ([100.0, 40.0], (241, 301)),  # the box's corner, the crop's shape
+             "cuteyes": ([0.0, 40.0], (260, 420)), "cuthalf": ([100.0, 0.0], (300, 320))}
     if variant == "tight":  # the crop is the points' bounding box: give it an extent
         points[1:3] = [[100.0, 40.0], [400.0, 280.0]]
+    if variant == "cuteyes":  # cut at the eyes' centre line
+        points[36:48, 1] = [30.0, 50.0] * 6
+    if variant == "cuthalf":  # cut at the nose tip
+        points[30, 0] = 100.0
     out, moved = photo_variants.photo_variant(variant, image, points)
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
     assert moved.shape == (68, 2)
-    if variant == "tight":  # a crop: every point shifts alike, the box's corner to ~0
+    if variant in crops:  # a crop: every point shifts alike, by the crop's corner
+        corner, shape = crops[variant]
         np.testing.assert_allclose(moved - points, np.tile(moved[0] - points[0], (68, 1)))
-        np.testing.assert_allclose(points[0] - moved[0], [100.0, 40.0])  # the box's corner
-        assert out.shape[:2] == (241, 301)
+        np.testing.assert_allclose(points[0] - moved[0], corner)
+        assert out.shape[:2] == shape
     else:
         np.testing.assert_allclose(moved, np.tile(moved[0], (68, 1)))  # re-indexing only
     grey = out.astype(np.float64).mean(axis=2)

@@ -13,7 +13,11 @@ as displayed, canvas grown to fit, borders reflected: tilted heads); ``flip``
 (mirrored); ``gray``; ``dark`` (gamma 2.2, × 0.6: underexposed); ``tinyface`` (the
 photo a third of its size inside a grey border: a face far from the camera);
 ``tight`` (cropped to the 68 points' bounding box: a face crop that fills the frame,
-from the brows to the chin, as crops made from landmarks come).
+from the brows to the chin, as crops made from landmarks come); ``cuteyes`` (all
+above the eyes' centre line cut off: a face cut by the photo's top edge, forehead
+and brows out of frame); ``cuthalf`` (all left of the nose tip, iBUG 30, cut off:
+half a face at the photo's side). In the cut variants the points outside the frame
+keep their coordinates (negative), so the NME still counts all 68.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 
 VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "rot90", "flip", "gray", "dark",
-            "tinyface", "tight")
+            "tinyface", "tight", "cuteyes", "cuthalf")
 
 
 def _rotate(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -79,5 +83,11 @@ def photo_variant(name: str, image: np.ndarray,
         (x0, y0), (x1, y1) = points.min(axis=0).astype(int), points.max(axis=0).astype(int)
         x0, y0 = max(x0, 0), max(y0, 0)
         return np.ascontiguousarray(image[y0:y1 + 1, x0:x1 + 1]), points - np.array([x0, y0])
+    if name == "cuteyes":
+        y0 = max(int(round(points[36:48, 1].mean())), 0)
+        return np.ascontiguousarray(image[y0:]), points - np.array([0.0, y0])
+    if name == "cuthalf":
+        x0 = max(int(round(points[30, 0])), 0)
+        return np.ascontiguousarray(image[:, x0:]), points - np.array([x0, 0.0])
     raise ValueError(f"unknown variant {name!r}")
 

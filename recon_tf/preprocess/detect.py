@@ -55,14 +55,18 @@ dense landmark model run on a box, e.g. FaceMesh's
 :meth:`recon_tf.nets.facemesh.FaceMesh.detect`), the whole frame is checked once:
 when the framer scores it a face (≥ ``FRAME_VERIFY``), its points span at least
 ``FRAME_MIN_EXTENT`` of the frame's width and height, and no face found so far
-overlaps their box (IoU ≥ ``SAME_FACE_IOU``), that face is added
+shares ``FRAME_OVERLAP`` of the smaller box with theirs (a part of a face, below,
+does not count), that face is added
 (``FaceBox.framed``; its box is the points' bounding box shrunk by
 ``FRAME_BOX_SCALE`` about its centre, about MTCNN's framing; its keypoints are the
 points' eye centres, nose tip and mouth corners). On the shared photos the check
 changes nothing (FaceMesh on the whole frame scores ≤ 0.14, except on single
 portraits, whose MTCNN box it overlaps); it finds the faces of tight crops of the
-annotated photos that MTCNN misses. It costs one FaceMesh call per photo. A face
-cut in half by the frame is still missed.
+annotated photos that MTCNN misses. The overlap is measured on the smaller box, not
+as IoU: on a portrait cut at the eyes (``Paul.jpeg``), FaceMesh on the whole frame
+put a face 0.999-sure half a face too low, sharing IoU 0.30 with MTCNN's box; the
+main job then reconstructed that ghost as the photo's largest face. It costs one
+FaceMesh call per photo.
 
 Whatever the search, a face found inside a larger one (its box ≥
 ``INSIDE_FRACTION`` inside the other's, less than a quarter of its area) is
@@ -87,10 +91,13 @@ PADDED_MIN_FACE = 0.1
 ROTATED_VERIFY = 0.9
 # The frame-filling face check (module docstring): the framer's lowest score, the least
 # share of the frame's width and height its points span, the scale from their bounding
-# box to an MTCNN-like box, and how much of a smaller face's box inside it drops that face.
+# box to an MTCNN-like box, the share of the smaller box that a face found so far must
+# share with it to stand for it, and how much of a smaller face's box inside it drops
+# that face.
 FRAME_VERIFY = 0.9
 FRAME_MIN_EXTENT = 0.5
 FRAME_BOX_SCALE = 0.8
+FRAME_OVERLAP = 0.3
 INSIDE_FRACTION = 0.8
 # FaceMesh points of the keypoints: each eye's corners (subject's right eye first, on
 # the image's left in a photo), the nose tip, the mouth corners.
@@ -264,7 +271,8 @@ class FaceDetector:
             return faces
         size = (hi - lo) * FRAME_BOX_SCALE
         box = np.concatenate([(lo + hi - size) / 2.0, size]).astype(np.float32)
-        if any(box_iou(box, f.box) >= SAME_FACE_IOU for f in faces):
+        if any(_intersection(box, f.box) >= FRAME_OVERLAP * min(_area(box), _area(f.box))
+               and not _inside(f.box, box) for f in faces):
             return faces
         keypoints = np.stack([points[list(FRAME_EYES[0])].mean(0),
                               points[list(FRAME_EYES[1])].mean(0), points[FRAME_NOSE],
@@ -398,12 +406,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _area(box: np.ndarray) -> float:
+    """The area of an (x, y, w, h) box."""
+    return float(box[2] * box[3])
+
+
 def _inside(small: np.ndarray, large: np.ndarray) -> bool:
     """Whether box ``small`` lies at least ``INSIDE_FRACTION`` inside box ``large`` and
     covers less than a quarter of it ((x, y, w, h) boxes)."""
-    area = float(small[2] * small[3])
+    area = _area(small)
     return area > 0 and _intersection(small, large) >= INSIDE_FRACTION * area \
-        and area < 0.25 * float(large[2] * large[3])
+        and area < 0.25 * _area(large)
 
 
 def largest_face(faces: list[FaceBox]) -> FaceBox | None:
