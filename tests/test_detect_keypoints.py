@@ -296,3 +296,58 @@ def test_frame_check_adds_no_ghost_beside_a_found_face():
                          framer=mesh.detect).detect(crop)
     assert len(found) == 1 and not found[0].framed
     np.testing.assert_allclose(found[0].box, plain[0].box)
+
+
+def test_landmarks_and_facemesh_check_each_other(face_model):
+    """A box from Einstein's nose bridge to below his chin, with 'eyes' on his nostrils
+    (what MTCNN gave a synthetic face whose eye sockets were dark), fools whichever
+    model reads it. When PFLD read it and FaceMesh had the face, PFLD is re-run on
+    FaceMesh's framing and lands on the face; when FaceMesh read it and PFLD had the
+    face, FaceMesh is re-run on PFLD's framing and PFLD's points stay."""
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.align import five_points
+    from recon_tf.preprocess.detect import keypoint_disagreement, mesh_face
+    from recon_tf.preprocess.landmarks import eye_roll
+    from recon_tf.reconstruction import MESH_DISAGREEMENT, PhotoReconstructor
+
+    image, truth = _annotated("einstein", "jpg")
+    try:
+        from recon_tf.nets.facemesh import FaceMesh
+
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d())
+    check = PhotoReconstructor(face_model, None, pre, mesh)._check_with_mesh
+    lo, hi = truth.min(0), truth.max(0)
+    good, good_keys = np.r_[lo, hi - lo].astype(np.float32), five_points(truth)
+    width = 0.8 * (truth[12, 0] - truth[4, 0])
+    top, bottom = truth[30, 1], truth[8, 1] + 0.1 * (truth[8, 1] - truth[30, 1])
+    bad = np.array([(truth[4, 0] + truth[12, 0] - width) / 2, top, width, bottom - top],
+                   np.float32)
+    bad_keys = np.stack([truth[31], truth[35], truth[51], truth[7], truth[9]]).astype(np.float32)
+    eyes = np.linalg.norm(truth[36] - truth[45])
+
+    def nme(points):
+        return np.linalg.norm(points - truth, axis=1).mean() / eyes
+
+    right, wrong = pre.landmarker(image, good, good_keys), pre.landmarker(image, bad, bad_keys)
+    mesh_right, score_right = mesh.detect(image, good, angle=eye_roll(good_keys))
+    mesh_wrong, score_wrong = mesh.detect(image, bad, angle=eye_roll(bad_keys))
+    assert nme(right) < 0.08 and nme(wrong) > 0.3  # the box fools PFLD
+
+    info = {}
+    points, dense = check(image, wrong, mesh_right, score_right, info)
+    assert info["mesh_disagreement"][1] == "landmarks re-framed"
+    assert nme(points) < 0.08 and dense is mesh_right
+
+    info = {}
+    points, dense = check(image, right, mesh_wrong, score_wrong, info)
+    assert info["mesh_disagreement"][0] > MESH_DISAGREEMENT  # the box fools FaceMesh
+    assert info["mesh_disagreement"][1] == "facemesh re-framed"
+    np.testing.assert_array_equal(points, right)
+    assert keypoint_disagreement(mesh_face(dense, 1.0).keypoints, good_keys) < 0.15
+
+    info = {}
+    points, dense = check(image, right, mesh_right, score_right, info)
+    assert not info and dense is mesh_right  # they agree: nothing is re-run

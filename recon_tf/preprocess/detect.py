@@ -269,16 +269,11 @@ class FaceDetector:
         lo, hi = points.min(axis=0), points.max(axis=0)
         if np.any(hi - lo < FRAME_MIN_EXTENT * np.array([w, h])):
             return faces
-        size = (hi - lo) * FRAME_BOX_SCALE
-        box = np.concatenate([(lo + hi - size) / 2.0, size]).astype(np.float32)
-        if any(_intersection(box, f.box) >= FRAME_OVERLAP * min(_area(box), _area(f.box))
-               and not _inside(f.box, box) for f in faces):
+        framed = mesh_face(points, score)
+        if any(_intersection(framed.box, f.box) >= FRAME_OVERLAP
+               * min(framed.area, f.area) and not _inside(f.box, framed.box) for f in faces):
             return faces
-        keypoints = np.stack([points[list(FRAME_EYES[0])].mean(0),
-                              points[list(FRAME_EYES[1])].mean(0), points[FRAME_NOSE],
-                              points[FRAME_MOUTH[0]], points[FRAME_MOUTH[1]]])
-        return [FaceBox(box, 0.0, keypoints.astype(np.float32), float(score), framed=True)] \
-            + faces
+        return [framed] + faces
 
     def _detect_padded(self, image: np.ndarray, pad: int) -> list[FaceBox]:
         """:meth:`_detect_both` on ``image`` padded by ``pad`` pixels of its mean colour
@@ -417,6 +412,34 @@ def _inside(small: np.ndarray, large: np.ndarray) -> bool:
     area = _area(small)
     return area > 0 and _intersection(small, large) >= INSIDE_FRACTION * area \
         and area < 0.25 * _area(large)
+
+
+def mesh_face(points: np.ndarray, score: float) -> FaceBox:
+    """The face a dense FaceMesh mesh marks, as a detection: box = the points' bounding
+    box × ``FRAME_BOX_SCALE`` about its centre (about MTCNN's framing), keypoints =
+    its eye centres, nose tip and mouth corners, ``verify_score`` = ``score``,
+    ``framed`` set, confidence 0.
+
+    Args:
+      points: float [468, ≥2] FaceMesh points in image pixels.
+      score: FaceMesh's face score in [0, 1].
+    """
+    points = np.asarray(points, np.float64)[:, :2]
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    size = (hi - lo) * FRAME_BOX_SCALE
+    box = np.concatenate([(lo + hi - size) / 2.0, size]).astype(np.float32)
+    keypoints = np.stack([points[list(FRAME_EYES[0])].mean(0),
+                          points[list(FRAME_EYES[1])].mean(0), points[FRAME_NOSE],
+                          points[FRAME_MOUTH[0]], points[FRAME_MOUTH[1]]])
+    return FaceBox(box, 0.0, keypoints.astype(np.float32), float(score), framed=True)
+
+
+def keypoint_disagreement(keypoints: np.ndarray, other: np.ndarray) -> float:
+    """Mean distance between two sets of 5 keypoints (eyes, nose, mouth corners, in
+    :class:`FaceBox` order), as a fraction of the first set's eye distance."""
+    keypoints, other = np.asarray(keypoints, np.float64), np.asarray(other, np.float64)
+    eyes = float(np.linalg.norm(keypoints[1] - keypoints[0]))
+    return float(np.linalg.norm(keypoints - other, axis=1).mean()) / max(eyes, 1e-6)
 
 
 def largest_face(faces: list[FaceBox]) -> FaceBox | None:
