@@ -189,7 +189,8 @@ def identity_loss(features_input: tf.Tensor, features_rendered: tf.Tensor) -> tf
 
 
 # -------------------------------------------------------------------- Eq. 10
-def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights) -> tf.Tensor:
+def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights,
+                        alpha_scale: tf.Tensor | None = None) -> tf.Tensor:
     """L_reg (Eq. 10) = λ_α ‖α‖² + λ_β ‖β‖² + λ_δ ‖δ‖², plus λ_γ of Deep3DFace's light term.
 
     Args:
@@ -197,13 +198,19 @@ def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights) -> tf.Tensor
       weights: λ_α = ``alpha_weight``, λ_β = ``beta_weight``,
         λ_δ = ``delta_weight``, and ``gamma_weight`` for
         :func:`light_regularization` (0 gives exactly Eq. 10).
+      alpha_scale: optional float32 [B], a per-example multiplier of λ_α (ours,
+        fitting only: the pose-dependent identity prior of
+        :class:`recon_tf.fitting.FitSchedule`); None = 1.
     Returns:
       float32 [B].
     """
     def sq(x: tf.Tensor) -> tf.Tensor:
         return tf.reduce_sum(tf.square(x), axis=-1)
 
-    reg = (weights.alpha_weight * sq(coeffs.identity) + weights.beta_weight * sq(coeffs.expression)
+    alpha = weights.alpha_weight * sq(coeffs.identity)
+    if alpha_scale is not None:
+        alpha = alpha * tf.convert_to_tensor(alpha_scale, tf.float32)
+    reg = (alpha + weights.beta_weight * sq(coeffs.expression)
            + weights.delta_weight * sq(coeffs.albedo))
     if weights.gamma_weight:
         reg += weights.gamma_weight * light_regularization(coeffs.light)
