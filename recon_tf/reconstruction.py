@@ -18,8 +18,9 @@ the box and keypoints of FaceMesh's mesh
 the face). If neither agrees, PFLD's points are kept and the dense term is left
 out for that face: the fit would otherwise split the difference between two
 faces. ``info["mesh_disagreement"]`` records the gap and the outcome when the
-check fired. :meth:`PhotoReconstructor.fit`
-fits B prepared faces at once (:mod:`recon_tf.fitting`), and
+check fired.
+
+:meth:`PhotoReconstructor.fit` fits B prepared faces at once (:mod:`recon_tf.fitting`), and
 :meth:`PhotoReconstructor.write` writes one face's outputs:
 
 ==========================  ====================================================
@@ -71,7 +72,7 @@ from recon_tf.preprocess.align import apply_transform, compose, invert
 
 DM_TO_MM = 100.0
 # PFLD vs FaceMesh: the mean keypoint gap (× FaceMesh's eye distance) above which
-# PFLD is re-run on FaceMesh's framing (module docstring). Over the 79 faces of the
+# each is re-run on the other's framing (module docstring). Over the 79 faces of the
 # shared and annotated photos and 24 synthetic faces at 30–65° yaw: median 0.06, 90th
 # percentile 0.10, at most 0.33 (65° yaw); a box on the nose and mouth gave 0.52.
 MESH_DISAGREEMENT = 0.35
