@@ -301,8 +301,11 @@ class PhotoReconstructor:
                                                           angle=eye_roll(face.keypoints))
                 info["facemesh_score"] = round(float(score), 4)
                 if score >= 0.5 and np.all(np.isfinite(mesh_points)):
-                    points, mesh_points = self._check_with_mesh(pixels, points, mesh_points,
-                                                                score, info)
+                    try:  # a failing re-run must not cost the face
+                        points, mesh_points = self._check_with_mesh(pixels, points,
+                                                                    mesh_points, score, info)
+                    except Exception as err:  # noqa: BLE001
+                        info["mesh_disagreement"] = [f"check failed: {err}"]
                 else:
                     mesh_points = None
             aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate,

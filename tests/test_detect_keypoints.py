@@ -351,3 +351,31 @@ def test_landmarks_and_facemesh_check_each_other(face_model):
     info = {}
     points, dense = check(image, right, mesh_right, score_right, info)
     assert not info and dense is mesh_right  # they agree: nothing is re-run
+
+
+def test_a_failing_check_does_not_cost_the_face(face_model, monkeypatch):
+    """If the PFLD–FaceMesh check itself fails, the face is still prepared, with PFLD's
+    points and FaceMesh's mesh as read, and the failure is recorded."""
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.image_io import load_image as decode
+    from recon_tf.reconstruction import PhotoReconstructor
+
+    try:
+        from recon_tf.nets.facemesh import FaceMesh
+
+        mesh = FaceMesh()
+        path = asset_path("images/faces_68pts/takeo.ppm")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d())
+    decoded = decode(path)
+    face = pre.detector.detect(decoded.pixels)[0]
+    recon = PhotoReconstructor(face_model, None, pre, mesh)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(recon, "_check_with_mesh", broken)
+    item = recon._prepare_face(path, (decoded, [face]), face, {})
+    assert item.dense is not None and item.landmarks.shape == (68, 2)
+    assert item.info["mesh_disagreement"] == ["check failed: planted"]
