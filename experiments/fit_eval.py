@@ -115,11 +115,16 @@ def eval_photos(recon, out_dir: str) -> list[dict]:
     return rows
 
 
+def _yaw_column(layout) -> int:
+    """The yaw's column in the flat coefficients (angles are pitch, yaw, roll)."""
+    return layout.offsets["angles"][0] + 1
+
+
 def _held_out_sample(renderer, index: int) -> dict:
     """Held-out synthetic example ``index``, turned to ``--synthetic_yaw`` when set."""
     sample = renderer.sample(FLAGS.synthetic_seed, index)
     if FLAGS.synthetic_yaw:
-        yaw = renderer.face_model.layout.offsets["angles"][0] + 1
+        yaw = _yaw_column(renderer.face_model.layout)
         sample["coeffs"] = sample["coeffs"].copy()
         sample["coeffs"][yaw] = np.radians(FLAGS.synthetic_yaw) * (1 if index % 2 else -1)
     return sample
@@ -153,7 +158,7 @@ def eval_synthetic(recon, out_dir: str) -> tuple[list[tuple], int]:
                 continue
             faces.append(face)
             truths.append(r["vertices"])
-            yaws.append(float(sample["coeffs"][fm.layout.offsets["angles"][0] + 1]))
+            yaws.append(float(sample["coeffs"][_yaw_column(fm.layout)]))
         if not faces:
             continue
         result = recon.fit(faces)
