@@ -311,7 +311,8 @@ class FineStage:
         see at all take their mirror texel's detail and D where that one was
         fitted (:meth:`mirror_fill`), else keep the coarse albedo and D = 0;
         texels seen at grazing angles keep the coarse maps (the render is
-        unchanged by the fill).
+        unchanged by the fill). A step whose Eq. 11 total is NaN or Inf for
+        any face ends the fit with the maps of the step before.
 
         Returns:
           (the fitted :class:`FineOutputs`, final Eq. 11 terms as numpy [B]).
@@ -347,7 +348,12 @@ class FineStage:
             return terms
 
         for _ in range(steps if variables else 0):
-            step()
+            last = [v.read_value() for v in variables]
+            total = step()["total"]
+            if not np.all(np.isfinite(total.numpy())):  # keep the last good maps
+                for var, value in zip(variables, last):
+                    var.assign(value)
+                break
         filled = self.mirror_fill(tf.concat([disp * fit_mask, detail * fit_mask, fit_mask], -1),
                                   fit_mask, 1.0 - inputs.visible)
         disp.assign(filled[..., :1])

@@ -160,8 +160,14 @@ def gaussian_lowpass(maps: tf.Tensor, mask: tf.Tensor, sigma: float) -> tf.Tenso
     gauss = tf.constant(gauss / gauss[0].sum(), maps.dtype)  # [S, S], symmetric
 
     def blur(x: tf.Tensor) -> tf.Tensor:
-        x = tf.transpose(x, [0, 3, 1, 2])  # [B, C, S, S]: blur columns, then rows
-        return tf.transpose(tf.matmul(tf.matmul(gauss, x), gauss), [0, 2, 3, 1])
+        # Plain 2-D products only: a batched matmul broadcasting a rank-2 operand
+        # corrupts memory under oneDNN on AVX-512 CPUs (README "Known issues").
+        shape = tf.shape(x)
+        x = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, size])  # rows of [B, C, S, S]
+        x = tf.reshape(tf.matmul(x, gauss), [shape[0], shape[3], size, size])
+        x = tf.reshape(tf.transpose(x, [0, 1, 3, 2]), [-1, size])  # now the columns
+        x = tf.reshape(tf.matmul(x, gauss), [shape[0], shape[3], size, size])
+        return tf.transpose(x, [0, 3, 2, 1])
 
     return tf.math.divide_no_nan(blur(maps * mask), blur(mask))
 

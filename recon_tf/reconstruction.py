@@ -63,6 +63,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from recon_tf.camera import PIXEL_CENTER, Camera, rigid_transform, rotation_matrix
 from recon_tf.face_model import FaceModel
@@ -479,18 +480,44 @@ class FineSettings:
 def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: np.ndarray):
     """Detail maps for B fitted faces: from the trained modules when given, else
     per-photo fine fitting. Returns (:class:`recon_tf.fine.FineOutputs` as
-    tensors, dict of Eq. 11 terms as numpy [B])."""
+    tensors, dict of Eq. 11 terms as numpy [B]).
+
+    A face whose fine stage fails (an error, or NaN/Inf in its maps) keeps the
+    coarse albedo and D = 0, so its fine files are still written and the run goes
+    on; ``terms["fell_back"]`` is 1 for such a face (0 otherwise) and a warning
+    names the cause.
+    """
     fine = recon.fine
     images = tf.constant(np.stack([f.crop for f in faces]).astype(np.float32) / 255.0)
     mask = tf.constant(np.stack([f.fine_mask for f in faces]).astype(np.float32)[..., None]
                        / 255.0)
     inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images)
-    if fine.albedo_module is None and fine.displacement_module is None:
-        return fine.stage.fit(inputs, images, mask, fine.steps)
-    albedo, disp = fine.stage.predict(inputs, fine.albedo_module, fine.displacement_module)
-    outputs = fine.stage.render(inputs, albedo, disp)
-    terms = fine.stage.terms(inputs, outputs, images, mask, fine.stage.id_target(images))
-    return outputs, {k: v.numpy() for k, v in terms.items()}
+    id_target = fine.stage.id_target(images)
+    try:
+        if fine.albedo_module is None and fine.displacement_module is None:
+            outputs, _ = fine.stage.fit(inputs, images, mask, fine.steps)
+        else:
+            albedo, disp = fine.stage.predict(inputs, fine.albedo_module,
+                                              fine.displacement_module)
+            outputs = fine.stage.render(inputs, albedo, disp)
+        failed = ~np.stack([np.isfinite(np.reshape(t.numpy(), [len(faces), -1])).all(1)
+                            for t in outputs]).all(0)
+        cause = "NaN or Inf in the fine maps"
+    except (tf.errors.OpError, ValueError, FloatingPointError) as err:
+        outputs, failed, cause = None, np.ones(len(faces), bool), f"{type(err).__name__}: {err}"
+    if failed.any():
+        logging.warning("fine stage fell back to the coarse maps for %d of %d faces (%s)",
+                        int(failed.sum()), len(faces), cause.splitlines()[0][:300])
+        plain = fine.stage.render(inputs, inputs.coarse_albedo * inputs.uv_mask,
+                                  tf.zeros_like(inputs.visible))
+        keep = tf.constant(failed)
+        outputs = plain if outputs is None else type(plain)(*[
+            tf.where(tf.reshape(keep, [-1] + [1] * (len(p.shape) - 1)), p, o)
+            for p, o in zip(plain, outputs)])
+    terms = fine.stage.terms(inputs, outputs, images, mask, id_target)
+    terms = {k: v.numpy() for k, v in terms.items()}
+    terms["fell_back"] = failed.astype(np.float32)
+    return outputs, terms
 
 
 def write_fine(recon: PhotoReconstructor, face: PreparedFace, coeffs: np.ndarray,

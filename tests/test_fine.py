@@ -199,3 +199,55 @@ def test_displacement_error_and_correlation():
     err, corr = displacement_error_mm(-truth, truth, mask)
     assert corr == pytest.approx(-1.0)
     assert err == pytest.approx(2 * np.abs(truth).mean() * 100.0)
+
+
+def test_fine_fit_stops_at_a_nan_with_the_last_good_maps(stage, synthetic):
+    images, skin, coeffs, *_ = synthetic
+    bad = images.numpy().copy()
+    inputs = stage.prepare(coeffs, images)
+    ys, xs = np.nonzero(skin.numpy()[0, ..., 0] * inputs.front.numpy()[0, ..., 0])
+    bad[0, ys[len(ys) // 2], xs[len(xs) // 2]] = np.nan  # one NaN pixel on the face: L_pho = NaN
+    out, _ = stage.fit(inputs, tf.constant(bad), skin, steps=5, init_from_texture=False)
+    for t in out:
+        assert np.all(np.isfinite(t.numpy()))
+    assert np.abs(out.displacement.numpy()).max() == 0.0  # the maps before the NaN step
+
+
+def test_a_failed_fine_stage_keeps_the_coarse_maps_for_that_face(stage, synthetic, monkeypatch):
+    from types import SimpleNamespace
+
+    from recon_tf.reconstruction import FineSettings, fine_details
+
+    images, skin, coeffs, *_ = synthetic
+    faces = [SimpleNamespace(crop=(images.numpy()[i] * 255).astype(np.uint8),
+                             fine_mask=(skin.numpy()[i, ..., 0] * 255).astype(np.uint8))
+             for i in range(2)]
+    recon = SimpleNamespace(fine=FineSettings(stage, steps=3))
+    fitted, terms = fine_details(recon, faces, coeffs.numpy())
+    assert np.all(terms["fell_back"] == 0) and np.abs(fitted.displacement.numpy()).max() > 0
+
+    real_fit = stage.fit
+
+    def nan_for_the_second(*args, **kwargs):
+        out, fit_terms = real_fit(*args, **kwargs)
+        disp = out.displacement.numpy().copy()
+        disp[1] = np.nan
+        return out._replace(displacement=tf.constant(disp)), fit_terms
+
+    monkeypatch.setattr(stage, "fit", nan_for_the_second)
+    out, terms = fine_details(recon, faces, coeffs.numpy())
+    np.testing.assert_array_equal(terms["fell_back"], [0, 1])
+    np.testing.assert_allclose(out.displacement.numpy()[0], fitted.displacement.numpy()[0])
+    assert np.abs(out.displacement.numpy()[1]).max() == 0.0
+    inputs = stage.prepare(coeffs, images)
+    np.testing.assert_allclose(out.albedo_map.numpy()[1],
+                               (inputs.coarse_albedo * inputs.uv_mask).numpy()[1])
+    assert np.all(np.isfinite(terms["total"]))
+
+    def raises(*args, **kwargs):
+        raise tf.errors.InvalidArgumentError(None, None, "indices do not index into params")
+
+    monkeypatch.setattr(stage, "fit", raises)
+    out, terms = fine_details(recon, faces, coeffs.numpy())
+    np.testing.assert_array_equal(terms["fell_back"], [1, 1])
+    assert np.abs(out.displacement.numpy()).max() == 0.0

@@ -193,3 +193,29 @@ def test_fine_flags_default_to_the_paper_and_override():
     assert (w.id_weight, w.disp_weight, w.smo_weight, w.pho_weight, w.alb_weight) == \
         (0.5, 0.01, 2.0, 3.0, 1.0)
     assert "paper: 0.8" in fv["fine_id_weight"].help
+
+
+def test_gaussian_lowpass_is_exact_whatever_the_channel_count():
+    """The blur matches a float64 reference for maps of 3, then 1, then 3 channels.
+
+    Batched matmuls broadcasting a rank-2 operand returned NaN or garbage (and
+    crashed at 256²) under oneDNN on AVX-512 CPUs once shapes changed between
+    calls, which made per-photo fine fitting nondeterministic; this sequence
+    failed on such a machine before the blur used plain 2-D products.
+    """
+    rng = np.random.default_rng(3)
+    size, sigma = 64, 3.0
+    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+    gauss = np.exp(-0.5 * (offsets / sigma) ** 2)
+    gauss /= gauss[0].sum()
+    for batch, channels in [(2, 3), (2, 1), (2, 3), (1, 3), (2, 1)]:
+        maps = rng.random((batch, size, size, channels)).astype(np.float32)
+        mask = (rng.random((batch, size, size, 1)) > 0.3).astype(np.float32)
+        out = fl.gaussian_lowpass(tf.constant(maps), tf.constant(mask), sigma).numpy()
+
+        def blur(x):
+            return np.einsum("ij,bjkc,kl->bilc", gauss, x.astype(np.float64), gauss)
+
+        den = blur(mask)
+        ref = np.where(den > 0, blur(maps * mask) / np.where(den > 0, den, 1.0), 0.0)
+        np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -308,3 +308,51 @@ def test_fine_render_paints_the_eyes_and_mouth(run_dir):
     # Measured at the test's fast settings: 0.50–0.51 of the coarse error; 0.83 with the
     # skin mask alone.
     assert errors["render_fine"] < 0.65 * errors["render_coarse"], errors
+
+
+def test_a_face_that_raises_costs_only_itself(tmp_path):
+    """An error while fitting or writing one face (a TF op error, a NaN check) is
+    recorded for that face; the other faces, photos and the summary are kept."""
+    out = str(tmp_path / "out")
+    os.makedirs(os.path.join(out, "group", "faces", "1"))
+    half = os.path.join(out, "group", "faces", "1", "mesh_coarse.obj")
+    open(half, "w").close()
+    script = f"""
+import json, sys
+sys.path.insert(0, {os.path.dirname(TOOL)!r})
+import reconstruct as R
+R.FLAGS(["reconstruct", "--input=x", "--output={out}", "--batch_size=4"])
+class Face:
+    def __init__(self, k, n):
+        self.info = {{"face_index": k, "num_faces": n}}
+class Recon:
+    def prepare_all(self, path, max_faces=0):
+        n = 2 if "group" in path else 1
+        return [Face(k, n) for k in range(n)]
+R.build_reconstructor = Recon
+calls = []
+def fake(recon, faces, out):
+    calls.append(len(faces))
+    if any(s == "bad" or (s == "group" and f.info["face_index"] == 1) for f, s in faces):
+        raise RuntimeError("boom")
+    return [{{"face_index": f.info["face_index"], "method": "fit",
+              "seconds": {{"fit": 1.0, "fine": 0.0, "write": 0.0}}}} for f, _ in faces]
+R.reconstruct_faces = fake
+summary = R.run(["a/one.jpg", "a/bad.jpg", "a/group.jpg"], {out!r})
+print("RESULT" + json.dumps({{"summary": summary, "calls": calls}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert result["calls"] == [4, 1, 1, 1, 1]  # the batch, then face by face
+    images = {os.path.basename(e["path"]): e for e in result["summary"]["images"]}
+    assert images["one.jpg"]["status"] == "ok"
+    assert images["bad.jpg"]["status"] == "skipped"
+    assert images["bad.jpg"]["reason"] == "reconstruction_failed"
+    assert "RuntimeError: boom" in images["bad.jpg"]["note"]
+    group = images["group.jpg"]
+    assert group["status"] == "ok" and group["faces_reconstructed"] == 1
+    assert [f["face_index"] for f in group["failed_faces"]] == [1]
+    assert not os.path.exists(half)  # the failed face's half-written files are gone
+    assert result["summary"]["totals"]["faces"] == 2

@@ -261,7 +261,9 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
         entries.append({
             "face_index": k, "output": folder, "method": recon.method,
             "loss": _round(result.terms, i),
-            **({} if fine is None else {"fine_loss": _round(fine[1], i)}),
+            **({} if fine is None else {
+                "fine_loss": _round({k: v for k, v in fine[1].items() if k != "fell_back"}, i)}),
+            **({"fine_fell_back": True} if fine is not None and fine[1]["fell_back"][i] else {}),
             "seconds": {"fit": round(t_fit, 3), "fine": round(t_fine, 3),
                         "write": round(time.time() - t0, 3)},
             **{key: v for key, v in face.info.items()
@@ -269,8 +271,38 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
     return entries
 
 
+def reconstruct_guarded(recon, faces: list, out: str) -> list[dict]:
+    """:func:`reconstruct_faces`, but an error costs only the face that raised it.
+
+    A batch that raises is retried face by face; a face that still raises gets
+    ``{"face_index", "reason": "reconstruction_failed", "note": <the error>}``
+    and the run goes on.
+    """
+    try:
+        return reconstruct_faces(recon, faces, out)
+    except Exception as err:  # noqa: BLE001 - one face must not stop a long run
+        if len(faces) > 1:
+            return [e for face in faces for e in reconstruct_guarded(recon, [face], out)]
+        from recon_tf.photo_job import face_folder
+
+        face, stem = faces[0]
+        k = face.info.get("face_index", 0)
+        logging.exception("reconstructing face %d of %s failed", k, stem)
+        for name in _output_files():  # no half-written face folder (its faces/ stay)
+            path = os.path.join(out, face_folder(stem, k), name)
+            if os.path.isfile(path):
+                os.remove(path)
+        return [{"face_index": k, "reason": "reconstruction_failed",
+                 "note": f"{type(err).__name__}: {err}".splitlines()[0][:300]}]
+
+
 def _photo_entry(path: str, stem: str, faces: list[dict], prepared_info: dict,
                  t_prepare: float) -> dict:
+    failed = list(prepared_info.get("failed_faces", [])) + [f for f in faces if "reason" in f]
+    faces = [f for f in faces if "reason" not in f]
+    if not faces:
+        return {"path": path, "status": "skipped", "output": stem, "reason": failed[0]["reason"],
+                "note": failed[0]["note"], "seconds": {"prepare": round(t_prepare, 3)}}
     seconds = {"prepare": round(t_prepare, 3)}
     for stage in ("fit", "fine", "write"):
         seconds[stage] = round(sum(f["seconds"][stage] for f in faces), 3)
@@ -279,8 +311,7 @@ def _photo_entry(path: str, stem: str, faces: list[dict], prepared_info: dict,
     return {"path": path, "status": "ok", "output": stem,
             "num_faces": prepared_info.get("num_faces", len(faces)),
             "faces_reconstructed": len(faces), "faces": faces, "seconds": seconds,
-            **({"failed_faces": prepared_info["failed_faces"]}
-               if "failed_faces" in prepared_info else {})}
+            **({"failed_faces": sorted(failed, key=lambda f: f["face_index"])} if failed else {})}
 
 
 def run(paths: list[str], out: str) -> dict:
@@ -323,11 +354,12 @@ def run(paths: list[str], out: str) -> dict:
                 pending += [(face, stem) for face in items]
             for b in range(0, len(pending), FLAGS.batch_size):
                 batch = pending[b:b + FLAGS.batch_size]
-                for (_, stem), entry in zip(batch, reconstruct_faces(recon, batch, out)):
+                for (_, stem), entry in zip(batch, reconstruct_guarded(recon, batch, out)):
                     photos[stem][3].append(entry)
             for stem, (path, info, t_prep, faces) in photos.items():
-                write_record(out, stem, _photo_entry(path, stem, faces, info, t_prep))
-                faces_done += len(faces)
+                entry = _photo_entry(path, stem, faces, info, t_prep)
+                write_record(out, stem, entry)
+                faces_done += entry.get("faces_reconstructed", 0)
             write_summary(out, paths, stems, time.time() - started)
             progress.update(min(start + FLAGS.batch_size, len(todo)), faces_done)
     return write_summary(out, paths, stems, time.time() - started)
