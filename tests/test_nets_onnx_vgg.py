@@ -177,6 +177,7 @@ def test_onnx_extra_ops_match_onnxruntime(tmp_path):
         {"op": "GlobalAveragePool", "in": ["lr"], "out": ["gap"]},
         {"op": "Squeeze", "in": ["gap", "ax23"], "out": ["fl2"]},
         {"op": "MatMul", "in": ["fl2", "fd_Wm"], "out": ["mm"]},
+        {"op": "MatMul", "in": ["tr", "fd_Wm"], "out": ["M4"]},  # rank 4 x rank 2
         {"op": "Sigmoid", "in": ["g"], "out": ["sg"]},
         {"op": "Tanh", "in": ["mm"], "out": ["th"]},
         {"op": "Add", "in": ["sg", "th"], "out": ["Y"]},
@@ -193,7 +194,7 @@ def test_onnx_extra_ops_match_onnxruntime(tmp_path):
         {"op": "GlobalMaxPool", "in": ["as"], "out": ["gm"]},
         {"op": "Flatten", "in": ["gm"], "out": ["F"], "attrs": {"axis": -1}},
     ]
-    outputs = ["Y", "Z", "R", "F"]
+    outputs = ["Y", "Z", "R", "F", "M4"]
     path = _make_onnx(str(tmp_path / "ops.onnx"), nodes, inits, {"X": (2, 4, 6, 6)}, outputs)
     x = rng.normal(size=(2, 4, 6, 6)).astype(np.float32)
     refs = _ort(path).run(None, {"X": x})

@@ -527,6 +527,12 @@ def _op_gemm(model: OnnxModel, node: _Node, args: list) -> list[_Value]:
 
 def _op_matmul(model: OnnxModel, node: _Node, args: list) -> list[_Value]:
     a, b = (tf.convert_to_tensor(_onnx_layout(v)) for v in args[:2])
+    if a.shape.rank is not None and a.shape.rank > 2 and b.shape.rank == 2:
+        # [..., K] x [K, N] as one 2-D product: a batched matmul broadcasting a rank-2
+        # operand corrupts memory under oneDNN on AVX-512 CPUs (README "Known issues").
+        shape = tf.shape(a)
+        flat = tf.linalg.matmul(tf.reshape(a, [-1, shape[-1]]), b)
+        return [_Value(tf.reshape(flat, tf.concat([shape[:-1], tf.shape(b)[1:]], 0)))]
     return [_Value(tf.linalg.matmul(a, b))]  # 1-D operands fail, naming the node
 
 
