@@ -262,7 +262,7 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
             "face_index": k, "output": folder, "method": recon.method,
             "loss": _round(result.terms, i),
             **({} if fine is None else {
-                "fine_loss": _round({k: v for k, v in fine[1].items() if k != "fell_back"}, i)}),
+                "fine_loss": _round({n: v for n, v in fine[1].items() if n != "fell_back"}, i)}),
             **({"fine_fell_back": True} if fine is not None and fine[1]["fell_back"][i] else {}),
             "seconds": {"fit": round(t_fit, 3), "fine": round(t_fine, 3),
                         "write": round(time.time() - t0, 3)},
