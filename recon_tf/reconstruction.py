@@ -492,10 +492,10 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
     mask = tf.constant(np.stack([f.fine_mask for f in faces]).astype(np.float32)[..., None]
                        / 255.0)
     inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images)
-    id_target = fine.stage.id_target(images)
+    id_target, terms = fine.stage.id_target(images), None
     try:
         if fine.albedo_module is None and fine.displacement_module is None:
-            outputs, _ = fine.stage.fit(inputs, images, mask, fine.steps)
+            outputs, terms = fine.stage.fit(inputs, images, mask, fine.steps)
         else:
             albedo, disp = fine.stage.predict(inputs, fine.albedo_module,
                                               fine.displacement_module)
@@ -514,8 +514,9 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
         outputs = plain if outputs is None else type(plain)(*[
             tf.where(tf.reshape(keep, [-1] + [1] * (len(p.shape) - 1)), p, o)
             for p, o in zip(plain, outputs)])
-    terms = fine.stage.terms(inputs, outputs, images, mask, id_target)
-    terms = {k: v.numpy() for k, v in terms.items()}
+    if terms is None or failed.any():  # the fit's own final terms otherwise
+        terms = {k: v.numpy() for k, v in
+                 fine.stage.terms(inputs, outputs, images, mask, id_target).items()}
     terms["fell_back"] = failed.astype(np.float32)
     return outputs, terms
 
