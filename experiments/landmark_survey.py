@@ -14,12 +14,15 @@ Protocol:
   applied to the photo and to its ground truth: ``orig``; ``scale0.5`` / ``scale0.25``
   (small, blurry faces); ``rot25`` / ``rot45`` (tilted heads); ``flip``; ``gray``;
   ``dark`` (underexposed); ``tinyface`` (a face far from the camera); ``tight`` (a face
-  crop to its landmarks' bounding box).
+  crop to its landmarks' bounding box); ``cuteyes`` / ``cuthalf`` (cut by the photo's
+  edge); ``rot180``, ``blur``, ``noise``, ``jpeg5``, ``bright``, ``mask``,
+  ``sunglasses`` (the module docstring of :mod:`recon_tf.data.photo_variants`).
 * Each variant goes through the main job's front end (MTCNN + FaceMesh's second opinion,
-  then the landmarker), with the annotated face selected as in ``fit_eval.py``: the
-  detected box holding most ground-truth points; when no box holds half of them the
-  face counts as **missed** and the annotation's bounding box stands in (its NME is
-  still reported, marked ``*``).
+  then the landmarker, read again turned by 180° where FaceMesh finds the face upside
+  down: :func:`recon_tf.reconstruction.read_upside_down`), with the annotated face
+  selected as in ``fit_eval.py``: the detected box holding most ground-truth points;
+  when no box holds half of them the face counts as **missed** and the annotation's
+  bounding box stands in (its NME is still reported, marked ``*``).
 * NME: mean point error / outer-eye-corner distance (iBUG 36–45), %, of the
   landmarker's own 68 points (not a fit).
 
@@ -50,18 +53,19 @@ flags.DEFINE_boolean("verify_faces", True, "FaceMesh's second opinion on unsure 
                      "(and on the faces found only in the mirrored photo).")
 flags.DEFINE_boolean("mirror_detection", True, "With --verify_faces: search the mirrored "
                      "photo too (tools/reconstruct.py's flag).")
-flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90"], "With --verify_faces: "
+flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90", "180"], "With --verify_faces: "
                   "angles (degrees) searched when no face is found upright; empty: off.")
 flags.DEFINE_bool("frame_faces", True, "With --verify_faces: the frame-filling face check "
                   "(tools/reconstruct.py's flag).")
 flags.DEFINE_string("output", "outputs/landmark_survey", "Where the table is written.")
 
 
-def survey(preprocessor, photos: list[Record], variants: list[str]) -> dict:
+def survey(preprocessor, photos: list[Record], variants: list[str], facemesh=None) -> dict:
     """{variant: [(photo name, NME %, detected)]} (module docstring)."""
     from recon_tf.preprocess import select_face
     from recon_tf.preprocess.image_io import load_image
-    from recon_tf.preprocess.landmarks import nme_outer_eyes
+    from recon_tf.preprocess.landmarks import eye_roll, nme_outer_eyes
+    from recon_tf.reconstruction import read_upside_down
 
     results = {v: [] for v in variants}
     for record in photos:
@@ -71,6 +75,11 @@ def survey(preprocessor, photos: list[Record], variants: list[str]) -> dict:
             pixels, gt = photo_variant(variant, image, truth)
             face, note = select_face(preprocessor.detector.detect(pixels), gt)
             points = preprocessor.landmarker(pixels, face.box, face.keypoints)
+            if facemesh is not None:
+                score = facemesh.detect(pixels, face.box, angle=eye_roll(face.keypoints))[1]
+                turned = read_upside_down(facemesh, preprocessor.landmarker, pixels, face,
+                                          score)
+                points = points if turned is None else turned[0]
             detected = "annotation's bounding box" not in note
             nme = 100.0 * nme_outer_eyes(points, gt)
             results[variant].append((os.path.basename(path), nme, detected))
@@ -110,7 +119,7 @@ def main(argv):
         photos = list(itertools.islice(read_ls3dw(folder), FLAGS.limit or None))
     except DatasetNotFoundError as err:
         raise app.UsageError(f"{folder}: {err}") from err
-    verifier = None
+    verifier = mesh = None
     if FLAGS.verify_faces:
         from recon_tf.nets.facemesh import FaceMesh
 
@@ -128,7 +137,7 @@ def main(argv):
     if FLAGS.landmarker == "pfld":
         preprocessor.landmarker = PFLDLandmarker(refine_passes=FLAGS.refine_passes,
                                                  level=FLAGS.level)
-    table = markdown(survey(preprocessor, photos, FLAGS.variants))
+    table = markdown(survey(preprocessor, photos, FLAGS.variants, mesh))
     header = (f"NME % of the {FLAGS.landmarker} landmarks (level={FLAGS.level}, "
               f"refine_passes={FLAGS.refine_passes}); * = missed by the detector "
               "(annotation's box used)")

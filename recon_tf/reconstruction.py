@@ -20,6 +20,18 @@ out for that face: the fit would otherwise split the difference between two
 faces. ``info["mesh_disagreement"]`` records the gap and the outcome when the
 check fired.
 
+FaceMesh also catches a face the detector accepted **upside down**. MTCNN's
+networks expect upright faces, yet they accept some upside-down ones (0.94 on
+``takeo.ppm`` turned by 180°), with keypoints placed as if the face were
+upright, so PFLD's eye-levelled crop shows the face upside down and its
+points are noise (NME 146 %). FaceMesh, levelled the same way, then scores
+the face low (0.19 and 0.28 on the survey's upside-down photos, ≥ 0.97 on the
+upright ones). Where its score is below ``UPSIDE_DOWN_SCORE``, the face is
+read again with its keypoints turned by 180° about the box centre (the
+levelled crops then show it upright); the turned reading is kept when
+FaceMesh scores it ≥ ``UPSIDE_DOWN_VERIFY`` (the rotated search's 0.9) and
+``info["turned"]`` records it.
+
 :meth:`PhotoReconstructor.fit` fits B prepared faces at once (:mod:`recon_tf.fitting`), and
 :meth:`PhotoReconstructor.write` writes one face's outputs:
 
@@ -77,11 +89,46 @@ DM_TO_MM = 100.0
 # shared and annotated photos and 24 synthetic faces at 30–65° yaw: median 0.06, 90th
 # percentile 0.10, at most 0.33 (65° yaw); a box on the nose and mouth gave 0.52.
 MESH_DISAGREEMENT = 0.35
+# FaceMesh scores below this trigger the upside-down reading (module docstring) ...
+UPSIDE_DOWN_SCORE = 0.5
+# ... which is kept when FaceMesh scores the turned face at least this.
+UPSIDE_DOWN_VERIFY = 0.9
 OUTPUT_FILES = ("mesh_coarse.obj", "mesh_coarse.mtl", "albedo_coarse.png", "mesh_neutral.obj",
                 "render_coarse.png", "face_mask.png", "landmarks68.txt", "now_landmarks.txt",
                 "now_landmarks_neutral.txt", "coeffs.npz")
 FINE_OUTPUT_FILES = ("mesh_fine.obj", "mesh_fine.mtl", "albedo.png", "displacement.npy",
                      "displacement.png", "maps.json", "normals.png", "render_fine.png")
+
+
+def read_upside_down(facemesh, landmarker, pixels: np.ndarray, face, score: float):
+    """A face that FaceMesh scored ``score`` < ``UPSIDE_DOWN_SCORE`` as found, read
+    again with its keypoints turned by 180° about its box centre (module docstring).
+
+    Args:
+      facemesh: a :class:`recon_tf.nets.facemesh.FaceMesh`.
+      landmarker: the 68-point landmarker, ``landmarker(pixels, box, keypoints)``.
+      pixels: uint8 [H, W, 3] the photo searched.
+      face: its :class:`recon_tf.preprocess.detect.FaceBox`.
+      score: FaceMesh's score of the face as found (eye-levelled by its keypoints).
+    Returns:
+      (68 points float [68, 2], FaceMesh points [P, 3], FaceMesh score) of the
+      turned reading, in ``pixels``' coordinates; None when the face scored
+      ≥ ``UPSIDE_DOWN_SCORE`` as found, or FaceMesh does not score the turned
+      reading ≥ ``UPSIDE_DOWN_VERIFY``.
+    """
+    from recon_tf.preprocess.landmarks import eye_roll
+
+    if score >= UPSIDE_DOWN_SCORE:
+        return None
+    centre = face.box[:2] + 0.5 * face.box[2:]
+    keypoints = (2.0 * centre - face.keypoints).astype(np.float32)
+    mesh, turned_score = facemesh.detect(pixels, face.box, angle=eye_roll(keypoints))
+    if turned_score < UPSIDE_DOWN_VERIFY or not np.all(np.isfinite(mesh)):
+        return None
+    points = np.asarray(landmarker(pixels, face.box, keypoints))
+    if not np.all(np.isfinite(points)):
+        return None
+    return points, mesh, float(turned_score)
 
 
 @dataclasses.dataclass
@@ -301,6 +348,10 @@ class PhotoReconstructor:
                 mesh_points, score = self.facemesh.detect(pixels, face.box,
                                                           angle=eye_roll(face.keypoints))
                 info["facemesh_score"] = round(float(score), 4)
+                turned = read_upside_down(self.facemesh, pre.landmarker, pixels, face, score)
+                if turned is not None:
+                    points, mesh_points, score = turned
+                    info["turned"] = [180, round(float(score), 4)]
                 if score >= 0.5 and np.all(np.isfinite(mesh_points)):
                     try:  # a failing re-run must not cost the face
                         points, mesh_points = self._check_with_mesh(pixels, points,

@@ -1,6 +1,7 @@
 """Face detection: MTCNN keypoints in the documented order, padding for tight crops,
 and FaceMesh's second opinion on the faces MTCNN is unsure of."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -379,3 +380,45 @@ def test_a_failing_check_does_not_cost_the_face(face_model, monkeypatch):
     item = recon._prepare_face(path, (decoded, [face]), face, {})
     assert item.dense is not None and item.landmarks.shape == (68, 2)
     assert item.info["mesh_disagreement"] == ["check failed: planted"]
+
+
+def test_a_face_accepted_upside_down_is_read_turned(face_model, tmp_path):
+    """MTCNN accepts takeo turned by 180° as an upright face (keypoints placed as if
+    upright), so the eye-levelled crops show PFLD the face upside down. FaceMesh scores
+    that reading low; the face is read again with its keypoints turned by 180°, and
+    the landmarks land on the face. An upright face is not re-read."""
+    from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.align import apply_transform, invert
+    from recon_tf.preprocess.image_io import load_image as decode
+    from recon_tf.preprocess.landmarks import nme_outer_eyes
+    from recon_tf.reconstruction import UPSIDE_DOWN_SCORE, PhotoReconstructor
+
+    image, truth = _annotated("takeo", "ppm")
+    try:
+        from recon_tf.nets.facemesh import FaceMesh
+
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
+                           face_verifier=mesh.face_score, mirror_pass=True)
+    recon = PhotoReconstructor(face_model, None, pre, mesh)
+    results = {}
+    for variant in ("orig", "rot180"):
+        pixels, points = photo_variant(variant, image, truth)
+        path = str(tmp_path / f"{variant}.png")
+        cv2.imwrite(path, np.ascontiguousarray(pixels[..., ::-1]))
+        decoded = decode(path)
+        faces = pre.detector.detect(decoded.pixels)
+        assert len(faces) == 1 and faces[0].rotation == 0  # MTCNN takes it as upright
+        as_found = pre.landmarker(decoded.pixels, faces[0].box, faces[0].keypoints)
+        item = recon._prepare_face(path, (decoded, faces), faces[0], {})
+        read = apply_transform(invert(item.crop_transform), item.landmarks)
+        results[variant] = (nme_outer_eyes(as_found, points), nme_outer_eyes(read, points),
+                            item.info)
+    upright, turned = results["orig"], results["rot180"]
+    assert "turned" not in upright[2] and upright[1] < 0.05
+    assert turned[2]["facemesh_score"] < UPSIDE_DOWN_SCORE and turned[0] > 0.5
+    assert turned[2]["turned"][0] == 180 and turned[1] < 0.05
+    assert item.dense is not None

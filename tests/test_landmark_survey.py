@@ -29,6 +29,11 @@ def test_variant_moves_points_with_the_pixels(variant):
         points[36:48, 1] = [30.0, 50.0] * 6
     if variant == "cuthalf":  # cut at the nose tip
         points[30, 0] = 100.0
+    if variant in ("sunglasses", "blur"):  # eyes away from the blob, 60 px apart
+        points[36:42], points[42:48] = [60.0, 60.0], [120.0, 60.0]
+    if variant == "mask":  # a lower face away from the blob
+        points[2:15], points[29] = [[40.0, 200.0], [160.0, 200.0]] * 6 + [[100.0, 280.0]], \
+            [100.0, 150.0]
     out, moved = photo_variants.photo_variant(variant, image, points)
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
     assert moved.shape == (68, 2)
@@ -38,7 +43,8 @@ def test_variant_moves_points_with_the_pixels(variant):
         np.testing.assert_allclose(points[0] - moved[0], corner)
         assert out.shape[:2] == shape
     else:
-        np.testing.assert_allclose(moved, np.tile(moved[0], (68, 1)))  # re-indexing only
+        same = np.all(points == points[0], axis=1)  # re-indexing only
+        np.testing.assert_allclose(moved[same], np.tile(moved[0], (same.sum(), 1)))
     grey = out.astype(np.float64).mean(axis=2)
     y, x = np.unravel_index(np.argmax(cv2.GaussianBlur(grey, (0, 0), 2)), grey.shape)
     scale = np.sqrt(out.shape[0] * out.shape[1] / (300 * 420.0))
@@ -47,6 +53,14 @@ def test_variant_moves_points_with_the_pixels(variant):
     assert np.hypot(x - moved[0, 0], y - moved[0, 1]) <= 1.5 + 2 * scale, variant
     if variant == "flip":
         assert moved[0, 0] == pytest.approx(420 - 1 - 310)
+    if variant == "mask":  # the lower face is covered, the rest untouched
+        np.testing.assert_array_equal(out[200, 100], photo_variants.MASK_COLOUR)
+        np.testing.assert_array_equal(out[100, 300], image[100, 300])
+    if variant == "sunglasses":  # both eyes dark, the blob untouched
+        assert out[60, 60].max() < 30 and out[60, 120].max() < 30
+        np.testing.assert_array_equal(out[90, 310], image[90, 310])
+    if variant in ("blur", "noise", "jpeg5", "bright"):  # pixels change, the frame does not
+        assert out.shape == image.shape and np.abs(out.astype(int) - image).mean() > 0.01
     with pytest.raises(ValueError, match="unknown variant"):
         photo_variants.photo_variant("sepia", image, points)
 

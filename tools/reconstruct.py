@@ -62,10 +62,10 @@ flags.DEFINE_bool("mirror_detection", True,
                   "With --verify_faces: also search the mirrored photo and keep the faces "
                   "found only there when FaceMesh's face score is >= 0.5 (MTCNN is not "
                   "mirror-symmetric; +0.6 s per photo).")
-flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90"],
+flags.DEFINE_list("rotated_detection", ["45", "-45", "90", "-90", "180"],
                   "With --verify_faces: when no face is found upright, search the photo "
                   "turned by these angles (degrees, counter-clockwise) and keep the faces "
-                  "FaceMesh scores >= 0.5 (MTCNN misses faces rolled by more than ~40 "
+                  "FaceMesh scores >= 0.9 (MTCNN misses faces rolled by more than ~40 "
                   "degrees); empty: off.")
 flags.DEFINE_bool("frame_faces", True,
                   "With --verify_faces: run FaceMesh on the whole photo and add the face "

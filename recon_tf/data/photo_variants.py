@@ -16,7 +16,14 @@ photo a third of its size inside a grey border: a face far from the camera);
 from the brows to the chin, as crops made from landmarks come); ``cuteyes`` (all
 above the eyes' centre line cut off: a face cut by the photo's top edge, forehead
 and brows out of frame); ``cuthalf`` (all left of the nose tip, iBUG 30, cut off:
-half a face at the photo's side). In the cut variants the points outside the frame
+half a face at the photo's side); ``rot180`` (upside down); ``blur`` (Gaussian, σ = 4 %
+of the outer-eye distance: out of focus or moving); ``noise`` (Gaussian, σ = 25 of
+255, fixed seed: a high-ISO phone photo); ``jpeg5`` (JPEG quality 5: heavy blocking);
+``bright`` (gamma 0.5, × 1.4, clipped: overexposed); ``mask`` (the lower face, jaw
+points 2–14 up to the nose bridge's point 29, filled with a flat blue,
+:data:`MASK_COLOUR`: a surgical mask); ``sunglasses`` (dark ellipses over both
+eyes, 0.6 × 0.4 of the outer-eye distance). In the cut variants the points outside
+the frame
 keep their coordinates (negative), so the NME still counts all 68.
 """
 
@@ -28,7 +35,10 @@ import numpy as np
 from recon_tf.data.pipeline import FLIP_PERMUTATION_68
 
 VARIANTS = ("orig", "scale0.5", "scale0.25", "rot25", "rot45", "rot90", "flip", "gray", "dark",
-            "tinyface", "tight", "cuteyes", "cuthalf")
+            "tinyface", "tight", "cuteyes", "cuthalf", "rot180", "blur", "noise", "jpeg5",
+            "bright", "mask", "sunglasses")
+
+MASK_COLOUR = (90, 140, 200)  # RGB of the ``mask`` variant
 
 
 def _rotate(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -89,5 +99,35 @@ def photo_variant(name: str, image: np.ndarray,
     if name == "cuthalf":
         x0 = max(int(round(points[30, 0])), 0)
         return np.ascontiguousarray(image[:, x0:]), points - np.array([x0, 0.0])
+    if name == "blur":
+        sigma = max(0.04 * _eye_distance(points), 1.0)
+        return cv2.GaussianBlur(image, (0, 0), sigma), points
+    if name == "noise":
+        rng = np.random.default_rng(0)
+        noisy = image + rng.normal(0.0, 25.0, image.shape)
+        return np.clip(noisy, 0, 255).astype(np.uint8), points
+    if name == "jpeg5":
+        ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 5])
+        return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]), points
+    if name == "bright":
+        return np.clip(255.0 * 1.4 * (image / 255.0) ** 0.5, 0, 255).astype(np.uint8), points
+    if name == "mask":
+        out = image.copy()
+        poly = np.concatenate([points[2:15], points[[29]]])
+        cv2.fillPoly(out, [np.round(poly).astype(np.int32)], MASK_COLOUR)
+        return out, points
+    if name == "sunglasses":
+        out = image.copy()
+        d = _eye_distance(points)
+        for eye in (points[36:42], points[42:48]):
+            c = eye.mean(axis=0)
+            cv2.ellipse(out, (int(c[0]), int(c[1])), (int(0.3 * d), int(0.2 * d)), 0, 0, 360,
+                        (15, 15, 20), -1)
+        return out, points
     raise ValueError(f"unknown variant {name!r}")
+
+
+def _eye_distance(points: np.ndarray) -> float:
+    """Outer-eye-corner distance (iBUG 36–45) in pixels."""
+    return float(np.linalg.norm(points[36] - points[45]))
 
