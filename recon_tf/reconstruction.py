@@ -364,10 +364,13 @@ class PhotoReconstructor:
                                  camera_kind=pre.camera_kind)
             mask = skin_mask(aligned.image, aligned.landmarks, aligned.valid)
             fit_mask = mask.mask
+            seen = aligned.valid & ~mask.occluded  # no colour test below: keep occluders out
             if self.fit_features:
                 features = feature_regions(aligned.landmarks, fit_mask.shape)
-                fit_mask = np.maximum(fit_mask, features & aligned.valid)
-            details = detail_regions(aligned.landmarks, fit_mask.shape) & aligned.valid
+                fit_mask = np.maximum(fit_mask, features & seen)
+            details = detail_regions(aligned.landmarks, fit_mask.shape) & seen
+            if mask.occluded.any():
+                info["occluded_fraction"] = round(float((mask.occluded > 0).mean()), 4)
             fine_mask = np.maximum(fit_mask, details)
             info["mask_method"] = mask.method
             dense = (None if mesh_points is None

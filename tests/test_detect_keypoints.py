@@ -422,3 +422,45 @@ def test_a_face_accepted_upside_down_is_read_turned(face_model, tmp_path):
     assert turned[2]["facemesh_score"] < UPSIDE_DOWN_SCORE and turned[0] > 0.5
     assert turned[2]["turned"][0] == 180 and turned[1] < 0.05
     assert item.dense is not None
+
+
+def test_a_masked_face_keeps_the_mask_out_of_every_fitted_region(face_model, tmp_path):
+    """Obama with a blue surgical mask drawn over his nose, cheeks and mouth: the face is
+    found, and neither the coarse fit's mask (skin + brows + lips) nor the fine stage's
+    (+ eyes and mouth surroundings) covers the mask, while both keep the forehead."""
+    from recon_tf.data.photo_variants import MASK_COLOUR, photo_variant
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.align import apply_transform, invert
+    from recon_tf.preprocess.image_io import load_image as decode
+    from recon_tf.reconstruction import PhotoReconstructor
+
+    try:
+        from recon_tf.nets.facemesh import FaceMesh
+
+        mesh = FaceMesh()
+        path = asset_path("images/faces/obama.jpg")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
+                           face_verifier=mesh.face_score, mirror_pass=True)
+    recon = PhotoReconstructor(face_model, None, pre, mesh)
+    plain = decode(path)
+    face = pre.detector.detect(plain.pixels)[0]
+    item = recon._prepare_face(path, (plain, [face]), face, {})
+    points = apply_transform(invert(item.crop_transform), item.landmarks)
+    masked, _ = photo_variant("mask", plain.pixels, points)
+    masked_path = str(tmp_path / "masked.png")
+    cv2.imwrite(masked_path, np.ascontiguousarray(masked[..., ::-1]))
+    decoded = decode(masked_path)
+    faces = pre.detector.detect(decoded.pixels)
+    assert faces, "the masked face is found"
+    item = recon._prepare_face(masked_path, (decoded, faces), faces[0], {})
+    assert item.info["occluded_fraction"] > 0.05
+    blue = np.all(np.abs(item.crop.astype(int) - MASK_COLOUR) < 12, axis=-1)
+    assert blue.sum() > 2000
+    for region in (item.skin_mask, item.fine_mask):
+        assert (region[blue] > 0).mean() < 0.02
+    lm = item.landmarks
+    brows = lm[17:27].mean(0)
+    forehead = np.round(brows + 0.3 * (brows - lm[8]) / 3).astype(int)
+    assert item.skin_mask[forehead[1], forehead[0]] > 0

@@ -611,3 +611,36 @@ def test_alignment_without_rotation_keeps_a_rolled_face_in_frame():
         m = align.estimate_transform(src, src @ rot.T + [40.0, 60.0])
         np.testing.assert_allclose(m[:, :2], expected * np.eye(2), rtol=1e-6)
         np.testing.assert_allclose(m[:, 2], [40.0, 60.0], atol=1e-6)  # centroids meet
+
+
+@pytest.mark.parametrize("colour", [(90, 140, 200), (235, 235, 235)])
+def test_a_mask_over_the_lower_face_is_not_taken_for_skin(template_3d, colour):
+    """A blue or white surgical mask over the nose, cheeks and mouth covers every part
+    the skin colour was sampled from. The mask's colour must not become 'skin'; the
+    forehead is sampled instead, and the mask comes back as an occluder, which callers
+    keep out of the lip and eye regions they add without a colour test."""
+    image, lm = _synthetic_face(template_3d)
+    clean = skin_mask.skin_mask(image, lm)
+    for idx in (19, 24, 37, 44, 51, 57, 30):  # brows, eyes, lips, nose: not occluders
+        x, y = np.round(lm[idx]).astype(int)
+        assert clean.occluded[y, x] == 0
+    assert clean.occluded[20, 112] == 255  # the hair over the forehead is one
+    masked = image.copy()
+    hair = np.zeros(masked.shape[:2], bool)
+    hair[15:40] = masked[15:40].max(axis=-1) < 60
+    masked[hair] = (205, 150, 120)  # a higher hairline: a forehead to sample
+    cv2.fillPoly(masked, [np.concatenate([lm[2:15], lm[[29]]]).astype(np.int32)], colour)
+    result = skin_mask.skin_mask(masked, lm)
+    assert result.method == "colour"
+    cheek = np.round(0.5 * (lm[3] + lm[31])).astype(int)
+    brow = np.round(lm[[19, 24]].mean(0)).astype(int)
+    forehead = np.round(brow + 0.3 * (lm[[19, 24]].mean(0) - lm[8]) / 3).astype(int)
+    assert result.mask[cheek[1], cheek[0]] == 0  # the mask is not skin
+    assert result.mask[forehead[1], forehead[0]] == 255  # the forehead is
+    for idx in (57, 62, 33):  # lower lip, inner mouth, under the nose
+        x, y = np.round(lm[idx]).astype(int)
+        assert result.occluded[y, x] == 255
+    assert result.occluded[forehead[1], forehead[0]] == 0
+    for idx in (37, 44):
+        x, y = np.round(lm[idx]).astype(int)
+        assert result.occluded[y, x] == 0

@@ -2,7 +2,7 @@
 
 The paper takes V from 3DDFA-V2 [42] (the visible, rendered face region).
 We use a method that needs no extra network and is robust to hair, beards,
-glasses' rims and occluders, in two parts:
+glasses' rims and occluders, in three parts:
 
 1. **Geometry (landmarks).** The face region is the polygon through the jaw
    contour (points 0-16) and the eyebrows (17-26) raised towards the forehead
@@ -20,6 +20,24 @@ glasses' rims and occluders, in two parts:
    far below the cheeks' (Y ≥ median − 3.5·σ_Y: dark hair, beard, shadows
    under occluders are dropped; shading on skin mostly stays). A 3×3 opening
    and a 7×7 closing remove speckle and fill pores and specular spots.
+
+3. **Occluders** (colour photos only). A face mask, a hand or a microphone over
+   the nose and cheeks would teach the colour model the occluder's colour: the
+   blue of a surgical mask became "skin" and was fitted into the albedo. So each
+   sample part (nose, left cheek, right cheek) whose median chroma is not
+   skin-like (Cr − Cb < ``SKIN_MIN_CR_MINUS_CB``; skin of every tone is redder
+   than it is blue, a white or blue mask is not) is dropped, and a forehead band
+   above the brows is sampled in its place when it is skin-like. Parts are
+   dropped only when some part (forehead included) is clearly skin-like
+   (≥ ``SKIN_CLEAR_CR_MINUS_CB``); otherwise (a colour cast, a desaturated
+   print) all three are used as before. Pixels of
+   the face region whose chroma lies far from the fitted skin colour
+   (Mahalanobis > ``OCCLUDER_MAHALANOBIS``) and that form a connected patch of
+   at least ``OCCLUDER_MIN_AREA`` · d² (a surgical mask covers about 1 d², an
+   eye's white 0.03 d², a brow 0.1–0.2 d²) are returned as ``occluded``:
+   callers keep them out of the brow, lip and eye regions that they add
+   to the mask without a colour test. A photo is a colour photo when the
+   face region's median |Cr − 128| + |Cb − 128| ≥ 4.
 
 If the colour model cannot be trusted (fewer than ``min_samples`` sample
 pixels, or it keeps less than ``min_keep`` of the face region), the
@@ -57,10 +75,26 @@ class SkinMask(NamedTuple):
 
     ``mask``: uint8 [H, W], 0/255. ``method``: ``"colour"`` (geometry ∩ skin
     colour) or ``"geometry"`` (the colour model was not trusted).
+    ``occluded``: uint8 [H, W], 0/255, the occluders found (module docstring);
+    all 0 for grayscale photos and when the colour model was not trusted.
     """
 
     mask: np.ndarray
     method: str
+    occluded: np.ndarray | None = None
+
+
+# Skin of any tone has Cr − Cb above this (OpenCV's full-range YCrCb); occluders
+# such as white or blue masks do not (module docstring).
+SKIN_MIN_CR_MINUS_CB = 8.0
+# ... and parts are dropped only when another part is clearly skin (at least this).
+SKIN_CLEAR_CR_MINUS_CB = 15.0
+# Occluders: chroma this many σ from the skin model, in patches of at least this
+# many squared eye distances.
+OCCLUDER_MAHALANOBIS = 9.0
+OCCLUDER_MIN_AREA = 0.35
+# A face region whose median chroma offset from grey is below this is grayscale.
+GRAYSCALE_CHROMA = 4.0
 
 
 def _pts(points: np.ndarray) -> np.ndarray:
@@ -155,12 +189,58 @@ def geometric_mask(landmarks: np.ndarray, shape: tuple[int, int],
     return cv2.bitwise_and(region, cv2.bitwise_not(excluded_regions(landmarks, shape)))
 
 
-def _sample_region(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _sample_parts(landmarks: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
+    """bool [H, W] masks of the nose, left cheek and right cheek, then the forehead
+    band (the brows raised by 0.15–0.45 d, towards the forehead)."""
     lm = np.asarray(landmarks, np.float64)
-    mask = np.zeros(shape, np.uint8)
+    parts = []
     for part in (NOSE, LEFT_CHEEK, RIGHT_CHEEK):
+        mask = np.zeros(shape, np.uint8)
         _fill(mask, lm[part])
-    return mask
+        parts.append(mask > 0)
+    eyes = 0.5 * (lm[LEFT_EYE].mean(0) + lm[RIGHT_EYE].mean(0))
+    up = eyes - lm[8]
+    up /= max(np.linalg.norm(up), 1e-6)
+    d = _eye_distance(lm)
+    brows = lm[BROWS]
+    band = np.concatenate([brows + 0.15 * d * up, (brows + 0.45 * d * up)[::-1]])
+    mask = np.zeros(shape, np.uint8)
+    _fill(mask, band)
+    parts.append(mask > 0)
+    return parts
+
+
+def _skin_samples(chroma: np.ndarray, parts: list[np.ndarray], region: np.ndarray,
+                  colour: bool) -> np.ndarray:
+    """bool [H, W]: where the skin colour is sampled (module docstring, 3.)."""
+    cheeks_nose = [p & region for p in parts[:3]]
+    if not colour:
+        return np.logical_or.reduce(cheeks_nose)
+
+    def cr_minus_cb(part: np.ndarray) -> float:
+        if part.sum() < 10:
+            return -np.inf
+        return float(np.median(chroma[..., 0][part] - chroma[..., 1][part]))
+
+    forehead = parts[3] & region
+    redness = [cr_minus_cb(p) for p in cheeks_nose + [forehead]]
+    if max(redness) < SKIN_CLEAR_CR_MINUS_CB:  # no part is clearly skin: a colour cast
+        return np.logical_or.reduce(cheeks_nose)
+    kept = [p for p, r in zip(cheeks_nose, redness) if r >= SKIN_MIN_CR_MINUS_CB]
+    if len(kept) == len(cheeks_nose):
+        return np.logical_or.reduce(cheeks_nose)
+    if redness[3] >= SKIN_MIN_CR_MINUS_CB:
+        kept.append(forehead)
+    return np.logical_or.reduce(kept)
+
+
+def _occluders(far: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] 0/255: connected patches of ``far`` of at least
+    ``OCCLUDER_MIN_AREA`` · d²."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(far.astype(np.uint8), 8)
+    min_area = OCCLUDER_MIN_AREA * _eye_distance(np.asarray(landmarks, np.float64)) ** 2
+    big = np.nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area)[0] + 1
+    return np.isin(labels, big).astype(np.uint8) * 255
 
 
 def _fit_gaussian(samples: np.ndarray, prior_var: float) -> tuple[np.ndarray, np.ndarray]:
@@ -208,14 +288,22 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
     if valid is not None:
         geometry = cv2.bitwise_and(geometry, (valid > 0).astype(np.uint8) * 255)
     region = geometry > 0
-    samples_at = (_sample_region(landmarks, shape) > 0) & region
-    if samples_at.sum() < min_samples:
-        return SkinMask(geometry, "geometry")
+    none = np.zeros(shape, np.uint8)
     ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float64)
     chroma = ycrcb[..., 1:]
+    face = face_region(landmarks, shape, forehead) > 0
+    if valid is not None:
+        face &= valid > 0
+    colour = bool(face.any()) and float(np.median(
+        np.abs(chroma[face] - 128.0).sum(axis=-1))) >= GRAYSCALE_CHROMA
+    samples_at = _skin_samples(chroma, _sample_parts(landmarks, shape), region, colour)
+    if samples_at.sum() < min_samples:
+        return SkinMask(geometry, "geometry", none)
     mean, inv = _fit_gaussian(chroma[samples_at], prior_std ** 2)
     diff = chroma - mean
     d2 = np.einsum("hwi,ij,hwj->hw", diff, inv, diff)
+    occluded = (_occluders(face & (d2 > OCCLUDER_MAHALANOBIS ** 2), landmarks) if colour
+                else none)
     luma = ycrcb[..., 0][samples_at]
     y_med = float(np.median(luma))
     y_sigma = 1.4826 * float(np.median(np.abs(luma - y_med))) + 1.0
@@ -225,5 +313,5 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
     skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     skin = cv2.bitwise_and(skin, geometry)
     if (skin > 0).sum() < min_keep * region.sum():
-        return SkinMask(geometry, "geometry")
-    return SkinMask(skin, "colour")
+        return SkinMask(geometry, "geometry", none)
+    return SkinMask(skin, "colour", occluded)
