@@ -170,9 +170,14 @@ class FineStage:
         return tf.reshape(out, shape)
 
     # ------------------------------------------------------------ inputs
-    def prepare(self, coeffs: tf.Tensor, images: tf.Tensor) -> FineInputs:
+    def prepare(self, coeffs: tf.Tensor, images: tf.Tensor,
+                occluded: tf.Tensor | None = None) -> FineInputs:
         """UV inputs of B crops (float32 [B, S, S, 3] in [0, 1]) and their coarse
-        coefficients (float32 [B, total])."""
+        coefficients (float32 [B, total]). ``occluded``: optional float32
+        [B, S, S, 1] in {0, 1}, occluders found in the crops (a face mask, a
+        hand: :func:`recon_tf.preprocess.skin_mask.skin_mask`); their texels count
+        as not visible, so the maps take the mirror or coarse fallback there
+        (:meth:`predict`, :meth:`fit`)."""
         from recon_tf.render.rasterizer import interpolate, rasterize
 
         fm, coarse = self.face_model, self.coarse
@@ -193,6 +198,11 @@ class FineStage:
                                         self.layout)
         rendered_uv, _ = unwrap_image(pix[..., :3] * covered, screen, normals, depth_v,
                                       pix[..., 3:4], self.layout)
+        if occluded is not None:
+            hidden, _ = unwrap_image(occluded, screen, normals, depth_v, pix[..., 3:4],
+                                     self.layout)
+            visible = visible * tf.cast(hidden < 0.5, tf.float32)
+            texture = texture * visible
         increment = tf.clip_by_value((texture - rendered_uv) * visible, -1.0, 1.0)
         model_normals = fm.vertex_normals(verts)
         maps = attributes_to_uv(tf.concat([albedo, verts, model_normals, normals[..., 2:3],

@@ -150,6 +150,8 @@ class PreparedFace:
         (:func:`recon_tf.preprocess.skin_mask.detail_regions`).
       dense: float32 [P, 2] FaceMesh points in crop pixels, or None.
       info: JSON-friendly details (box, face count, notes).
+      occluded: uint8 [S, S] 0/255, occluders found in the crop (a face mask, a
+        hand; :func:`recon_tf.preprocess.skin_mask.skin_mask`), or None.
     """
 
     path: str
@@ -163,6 +165,7 @@ class PreparedFace:
     fine_mask: np.ndarray
     dense: np.ndarray | None
     info: dict
+    occluded: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -379,7 +382,8 @@ class PhotoReconstructor:
                                 _decode_to_original(image),
                                 aligned.transform.astype(np.float64), aligned.image,
                                 aligned.landmarks.astype(np.float32), fit_mask, fine_mask,
-                                None if dense is None else dense.astype(np.float32), info)
+                                None if dense is None else dense.astype(np.float32), info,
+                                mask.occluded & aligned.valid)
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")
 
@@ -545,7 +549,11 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
     images = tf.constant(np.stack([f.crop for f in faces]).astype(np.float32) / 255.0)
     mask = tf.constant(np.stack([f.fine_mask for f in faces]).astype(np.float32)[..., None]
                        / 255.0)
-    inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images)
+    occluded = [getattr(f, "occluded", None) for f in faces]
+    occluded = None if not any(o is not None and o.any() for o in occluded) else tf.constant(
+        np.stack([o if o is not None else np.zeros(f.fine_mask.shape, np.uint8)
+                  for o, f in zip(occluded, faces)]).astype(np.float32)[..., None] / 255.0)
+    inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images, occluded)
     id_target, terms = fine.stage.id_target(images), None
     try:
         if fine.albedo_module is None and fine.displacement_module is None:

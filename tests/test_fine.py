@@ -88,6 +88,35 @@ def test_fine_fitting_lowers_the_loss_and_stays_where_visible(stage, synthetic):
     assert np.abs(only_albedo.displacement.numpy()).max() == 0.0
 
 
+def test_occluded_pixels_are_not_seen_and_keep_the_coarse_maps(stage, synthetic):
+    """An occluder over the whole lower half of both crops (a face mask's place): its
+    texels count as not visible, the unwrapped texture is 0 there, and the fitted maps
+    keep the coarse albedo and D = 0 there where their mirror texels are not seen
+    either (elsewhere they take the mirror's detail, as any unseen texel does)."""
+    images, skin, coeffs, *_ = synthetic
+    occluded = np.zeros(images.shape[:3] + (1,), np.float32)
+    occluded[:, 130:] = 1.0
+    plain = stage.prepare(coeffs, images)
+    inputs = stage.prepare(coeffs, images, tf.constant(occluded))
+    lost = (plain.visible.numpy() > 0.5) & (inputs.visible.numpy() < 0.5)
+    assert lost.sum() > 0.2 * (plain.visible.numpy() > 0.5).sum()  # the lower face
+    assert np.all(inputs.visible.numpy() <= plain.visible.numpy())
+    texture = inputs.texture.numpy()
+    assert np.abs(texture[np.broadcast_to(lost, texture.shape)]).max() == 0.0
+    out, _ = stage.fit(inputs, images, skin * (1.0 - occluded), steps=10)
+    albedo, coarse = out.albedo_map.numpy(), inputs.coarse_albedo.numpy() * inputs.uv_mask.numpy()
+    index = stage.mirror_index().numpy()
+    seen = inputs.visible.numpy()[..., 0].reshape(2, -1) > 0.5
+    mirror_seen = np.where(index >= 0, seen[:, np.maximum(index, 0)], False).reshape(lost.shape)
+    alone = lost & ~mirror_seen  # neither the texel nor its mirror is seen
+    assert alone.sum() > 0.5 * lost.sum()
+    np.testing.assert_allclose(albedo[np.broadcast_to(alone, albedo.shape)],
+                               coarse[np.broadcast_to(alone, coarse.shape)], atol=1e-6)
+    assert np.abs(out.displacement.numpy()[alone]).max() == 0.0
+    seen = np.broadcast_to(inputs.visible.numpy() > 0.5, albedo.shape)
+    assert np.abs(albedo - coarse)[seen].max() > 0.01  # detail where it is seen
+
+
 def test_texture_detail_recovers_the_true_albedo_detail(stage, synthetic):
     """The fit's start (texture / irradiance − coarse albedo, high-passed) correlates with
     the true albedo detail on visible skin, is 0 outside the mask, and lowers L_pho."""
