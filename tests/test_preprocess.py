@@ -644,3 +644,32 @@ def test_a_mask_over_the_lower_face_is_not_taken_for_skin(template_3d, colour):
     for idx in (37, 44):
         x, y = np.round(lm[idx]).astype(int)
         assert result.occluded[y, x] == 0
+
+
+def test_sunglasses_are_occluders_and_one_shadowed_eye_is_not(template_3d):
+    """Dark lenses over both eyes are occluders (found by brightness, so in grayscale
+    photos too); one eye in a deep shadow is not."""
+    image, lm = _synthetic_face(template_3d)
+    d = np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0))
+
+    def with_lenses(eyes):
+        out = image.copy()
+        for eye in eyes:
+            c = lm[eye].mean(0)
+            cv2.ellipse(out, (int(c[0]), int(c[1])), (int(0.3 * d), int(0.2 * d)), 0, 0, 360,
+                        (15, 15, 20), -1)
+        return out
+
+    both = with_lenses([slice(36, 42), slice(42, 48)])
+    gray = np.repeat(cv2.cvtColor(both, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    for photo in (both, gray):
+        occluded = skin_mask.skin_mask(photo, lm).occluded
+        for idx in (37, 44, 39, 42):  # eyelids and inner corners, under the lenses
+            x, y = np.round(lm[idx]).astype(int)
+            assert occluded[y, x] == 255
+        cheek = np.round(0.5 * (lm[3] + lm[31])).astype(int)
+        assert occluded[cheek[1], cheek[0]] == 0
+    one = skin_mask.skin_mask(with_lenses([slice(36, 42)]), lm).occluded
+    for idx in (37, 44):
+        x, y = np.round(lm[idx]).astype(int)
+        assert one[y, x] == 0

@@ -37,7 +37,14 @@ glasses' rims and occluders, in three parts:
    eye's white 0.03 d², a brow 0.1–0.2 d²) are returned as ``occluded``:
    callers keep them out of the brow, lip and eye regions that they add
    to the mask without a colour test. A photo is a colour photo when the
-   face region's median |Cr − 128| + |Cb − 128| ≥ 4.
+   face region's median |Cr − 128| + |Cb − 128| ≥ 4. **Sunglasses** (colour
+   or grayscale) are found by brightness instead: where at least
+   ``DARK_LENS_FRACTION`` of each eye's surroundings (the eye grown by 0.1 d)
+   is darker than ``DARK_LENS_LUMA`` × the skin's median luma, the dark pixels
+   within 0.3 d of the eyes (and a rim of 0.05 d around them) are occluders
+   too; an open eye with its lids and lashes is far lighter. Both eyes must be
+   dark: a face lit from the side can hide one eye in a deep shadow. Dark brows
+   within that reach go with the lenses.
 
 If the colour model cannot be trusted (fewer than ``min_samples`` sample
 pixels, or it keeps less than ``min_keep`` of the face region), the
@@ -93,6 +100,10 @@ SKIN_CLEAR_CR_MINUS_CB = 15.0
 # many squared eye distances.
 OCCLUDER_MAHALANOBIS = 9.0
 OCCLUDER_MIN_AREA = 0.35
+# Sunglasses: an eye's surroundings at least this fraction darker than this × the
+# skin's median luma (module docstring).
+DARK_LENS_FRACTION = 0.75
+DARK_LENS_LUMA = 0.45
 # A face region whose median chroma offset from grey is below this is grayscale.
 GRAYSCALE_CHROMA = 4.0
 
@@ -234,6 +245,32 @@ def _skin_samples(chroma: np.ndarray, parts: list[np.ndarray], region: np.ndarra
     return np.logical_or.reduce(kept)
 
 
+def _dark_lenses(luma: np.ndarray, landmarks: np.ndarray, face: np.ndarray,
+                 skin_luma: float) -> np.ndarray:
+    """uint8 [H, W] 0/255: the dark pixels around each eye whose surroundings (the
+    eye grown by 0.1 d) are at least
+    ``DARK_LENS_FRACTION`` darker than ``DARK_LENS_LUMA`` × the skin's median luma,
+    for both eyes: sunglasses (module docstring)."""
+    lm = np.asarray(landmarks, np.float64)
+    d = _eye_distance(lm)
+    out = np.zeros(luma.shape, np.uint8)
+    dark = luma < DARK_LENS_LUMA * skin_luma
+    lenses = np.zeros(luma.shape, np.uint8)
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        around = np.zeros(luma.shape, np.uint8)
+        _fill(around, lm[eye])
+        _stroke(around, lm[eye], 0.2 * d, closed=True)
+        around = (around > 0) & face
+        if around.sum() < 10 or dark[around].mean() < DARK_LENS_FRACTION:
+            return out  # both eyes, or none: one eye in a deep shadow is not a lens
+        _fill(lenses, lm[eye])
+        _stroke(lenses, lm[eye], 0.6 * d, closed=True)  # the lens reaches beyond the eye
+    out[(lenses > 0) & face & dark] = 255
+    grow = max(1, int(round(0.05 * d)))  # and its soft rim
+    return cv2.dilate(out, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) & (
+        face.astype(np.uint8) * 255)
+
+
 def _occluders(far: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """uint8 [H, W] 0/255: connected patches of ``far`` of at least
     ``OCCLUDER_MIN_AREA`` · d²."""
@@ -307,6 +344,7 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
     luma = ycrcb[..., 0][samples_at]
     y_med = float(np.median(luma))
     y_sigma = 1.4826 * float(np.median(np.abs(luma - y_med))) + 1.0
+    occluded = np.maximum(occluded, _dark_lenses(ycrcb[..., 0], landmarks, face, y_med))
     skin = (d2 < max_mahalanobis ** 2) & (ycrcb[..., 0] >= y_med - luma_sigmas * y_sigma)
     skin = (skin & region).astype(np.uint8) * 255
     skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
