@@ -19,10 +19,12 @@ Protocol:
   ``sunglasses`` (the module docstring of :mod:`recon_tf.data.photo_variants`).
 * Each variant goes through the main job's front end (MTCNN + FaceMesh's second opinion,
   then the landmarker, read again turned by 180° where FaceMesh finds the face upside
-  down: :func:`recon_tf.reconstruction.read_upside_down`), with the annotated face
-  selected as in ``fit_eval.py``: the detected box holding most ground-truth points;
-  when no box holds half of them the face counts as **missed** and the annotation's
-  bounding box stands in (its NME is still reported, marked ``*``).
+  down, or searched turned when FaceMesh finds no face among those found upright:
+  :func:`recon_tf.reconstruction.read_upside_down`, ``turned_instead``), with the
+  annotated face selected as in ``fit_eval.py``: the detected box holding most
+  ground-truth points; when no box holds half of them the face counts as **missed**
+  and the annotation's bounding box stands in (its NME is still reported, marked
+  ``*``).
 * NME: mean point error / outer-eye-corner distance (iBUG 36–45), %, of the
   landmarker's own 68 points (not a fit).
 
@@ -65,7 +67,7 @@ def survey(preprocessor, photos: list[Record], variants: list[str], facemesh=Non
     from recon_tf.preprocess import select_face
     from recon_tf.preprocess.image_io import load_image
     from recon_tf.preprocess.landmarks import eye_roll, nme_outer_eyes
-    from recon_tf.reconstruction import read_upside_down
+    from recon_tf.reconstruction import read_upside_down, turned_instead
 
     results = {v: [] for v in variants}
     for record in photos:
@@ -73,7 +75,11 @@ def survey(preprocessor, photos: list[Record], variants: list[str], facemesh=Non
         image, truth = load_image(path).pixels, record.landmarks
         for variant in variants:
             pixels, gt = photo_variant(variant, image, truth)
-            face, note = select_face(preprocessor.detector.detect(pixels), gt)
+            faces = preprocessor.detector.detect(pixels)
+            if faces and facemesh is not None:
+                faces = turned_instead(preprocessor.detector, facemesh,
+                                       preprocessor.landmarker, pixels, faces)
+            face, note = select_face(faces, gt)
             points = preprocessor.landmarker(pixels, face.box, face.keypoints)
             if facemesh is not None:
                 score = facemesh.detect(pixels, face.box, angle=eye_roll(face.keypoints))[1]

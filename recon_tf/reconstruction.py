@@ -30,7 +30,11 @@ upright ones). Where its score is below ``UPSIDE_DOWN_SCORE``, the face is
 read again with its keypoints turned by 180° about the box centre (the
 levelled crops then show it upright); the turned reading is kept when
 FaceMesh scores it ≥ ``UPSIDE_DOWN_VERIFY`` (the rotated search's 0.9) and
-``info["turned"]`` records it.
+``info["turned"]`` records it. MTCNN may also take some other patch of an
+upside-down photo for an upright face, and then its rotated search (which runs
+only when nothing is found) never starts. So when FaceMesh finds *none* of a
+photo's faces a face, neither as found nor turned, the rotated search runs anyway,
+and its faces replace those they overlap.
 
 :meth:`PhotoReconstructor.fit` fits B prepared faces at once (:mod:`recon_tf.fitting`), and
 :meth:`PhotoReconstructor.write` writes one face's outputs:
@@ -129,6 +133,34 @@ def read_upside_down(facemesh, landmarker, pixels: np.ndarray, face, score: floa
     if not np.all(np.isfinite(points)):
         return None
     return points, mesh, float(turned_score)
+
+
+def turned_instead(detector, facemesh, landmarker, pixels: np.ndarray, faces: list) -> list:
+    """``faces`` (upright detections of ``pixels``), or, when FaceMesh finds none of
+    them a face upright nor turned by 180° (each scores < ``UPSIDE_DOWN_SCORE`` as
+    found and :func:`read_upside_down` fails), the detector's rotated search's faces
+    in place of those they overlap or hold (module docstring): MTCNN may take a patch
+    of an upside-down photo for an upright face, and the rotated search runs only
+    when nothing is found.
+
+    Args:
+      detector: a :class:`recon_tf.preprocess.detect.FaceDetector`.
+      facemesh: a :class:`recon_tf.nets.facemesh.FaceMesh`.
+      landmarker: the 68-point landmarker, ``landmarker(pixels, box, keypoints)``.
+      pixels: uint8 [H, W, 3] the photo searched.
+      faces: its detected :class:`recon_tf.preprocess.detect.FaceBox` list.
+    """
+    from recon_tf.preprocess.detect import with_replacements
+    from recon_tf.preprocess.landmarks import eye_roll
+
+    if any(f.rotation for f in faces):
+        return faces
+    for face in faces:
+        score = facemesh.detect(pixels, face.box, angle=eye_roll(face.keypoints))[1]
+        if score >= UPSIDE_DOWN_SCORE or read_upside_down(facemesh, landmarker, pixels, face,
+                                                          score) is not None:
+            return faces
+    return with_replacements(detector.detect_turned(pixels), faces)
 
 
 @dataclasses.dataclass
@@ -327,7 +359,11 @@ class PhotoReconstructor:
         except ImageDecodeError as err:
             return Skipped(path, err.reason, str(err))
         try:
-            return decoded, pre.detector.detect(decoded.pixels)
+            faces = pre.detector.detect(decoded.pixels)
+            if faces and self.facemesh is not None:
+                faces = turned_instead(pre.detector, self.facemesh, pre.landmarker,
+                                       decoded.pixels, faces)
+            return decoded, faces
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")
 

@@ -464,3 +464,38 @@ def test_a_masked_face_keeps_the_mask_out_of_every_fitted_region(face_model, tmp
     brows = lm[17:27].mean(0)
     forehead = np.round(brows + 0.3 * (brows - lm[8]) / 3).astype(int)
     assert item.skin_mask[forehead[1], forehead[0]] > 0
+
+
+def test_an_upside_down_photo_is_searched_turned_though_a_patch_was_found(face_model,
+                                                                         tmp_path):
+    """breakingbad.jpg turned by 180°: MTCNN takes a patch of it for an upright face, so
+    its rotated search (only when nothing is found) never starts. FaceMesh finds that
+    patch no face, upright or turned, so the rotated search runs anyway: Walter White is
+    found at 180° and his landmarks land on him; the patch is dropped."""
+    from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.align import apply_transform, invert
+    from recon_tf.preprocess.landmarks import nme_outer_eyes
+    from recon_tf.reconstruction import PhotoReconstructor
+
+    image, truth = _annotated("breakingbad", "jpg")
+    try:
+        from recon_tf.nets.facemesh import FaceMesh
+
+        mesh = FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
+                           face_verifier=mesh.face_score, mirror_pass=True,
+                           rotations=(45.0, -45.0, 90.0, -90.0, 180.0), face_framer=mesh.detect)
+    pixels, points = photo_variant("rot180", image, truth)
+    path = str(tmp_path / "upside_down.png")
+    cv2.imwrite(path, np.ascontiguousarray(pixels[..., ::-1]))
+    upright = pre.detector.detect(pixels)
+    assert upright and all(f.rotation == 0 for f in upright)  # the patch
+    recon = PhotoReconstructor(face_model, None, pre, mesh)
+    faces = recon.prepare_all(path)
+    assert all(f.info.get("rotation") == 180.0 for f in faces)
+    errors = [nme_outer_eyes(apply_transform(f.to_original, apply_transform(
+        invert(f.crop_transform), f.landmarks)), points) for f in faces]
+    assert min(errors) < 0.08

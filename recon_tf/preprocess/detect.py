@@ -231,14 +231,7 @@ class FaceDetector:
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
-        h, w = image.shape[:2]
-        scale = 1.0
-        small = image
-        if self.detect_max_side and max(h, w) > self.detect_max_side:
-            scale = self.detect_max_side / float(max(h, w))
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            scale = size[0] / float(w)
+        small, scale = self._downscaled(image)
         pad, faces = 0, self._detect_both(small)
         for fraction in self.pad_fractions if not faces else ():
             pad = int(round(fraction * max(small.shape[:2])))
@@ -257,6 +250,29 @@ class FaceDetector:
                                      keypoints=f.keypoints / np.float32(scale)) for f in faces]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+    def detect_turned(self, image: np.ndarray) -> list[FaceBox]:
+        """Only the rotated search (``rotations``, module docstring) of an RGB uint8
+        [H, W, 3] image, whatever is found upright: for a caller that learned the
+        upright faces are not faces (:mod:`recon_tf.reconstruction`'s upside-down
+        check). Faces in its pixels, largest first; [] without ``rotations``."""
+        if not self.rotations:
+            return []
+        small, scale = self._downscaled(image)
+        faces = self._detect_turned(small)
+        faces = [dataclasses.replace(f, box=f.box / np.float32(scale),
+                                     keypoints=f.keypoints / np.float32(scale)) for f in faces]
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
+    def _downscaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """(``image`` with its longer side ≤ ``detect_max_side``, the scale applied)."""
+        h, w = image.shape[:2]
+        if not self.detect_max_side or max(h, w) <= self.detect_max_side:
+            return image, 1.0
+        scale = self.detect_max_side / float(max(h, w))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / float(w)
 
     def _with_frame_face(self, image: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
         """``faces`` plus the face that fills the frame, if the framer finds one that
@@ -385,6 +401,15 @@ class FaceDetector:
             faces.append(FaceBox(box, float(conf), row[6:16].reshape(2, 5).T.astype(np.float32),
                                  verify_score))
         return faces
+
+
+def with_replacements(found: list[FaceBox], others: list[FaceBox],
+                      iou: float = 0.3) -> list[FaceBox]:
+    """``found`` plus those of ``others`` that neither overlap one of ``found`` (IoU ≥
+    ``iou``) nor lie inside one (:data:`INSIDE_FRACTION`), largest box first."""
+    kept = [f for f in others
+            if all(box_iou(f.box, g.box) < iou and not _inside(f.box, g.box) for g in found)]
+    return sorted(found + kept, key=lambda f: f.area, reverse=True)
 
 
 def _intersection(a: np.ndarray, b: np.ndarray) -> float:
