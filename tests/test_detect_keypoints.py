@@ -382,6 +382,16 @@ def test_a_failing_check_does_not_cost_the_face(face_model, monkeypatch):
     assert item.info["mesh_disagreement"] == ["check failed: planted"]
 
 
+def _facemesh_or_skip():
+    """FaceMesh from the assets; the test is skipped when they lack it."""
+    try:
+        from recon_tf.nets.facemesh import FaceMesh
+
+        return FaceMesh()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+
+
 def test_a_face_accepted_upside_down_is_read_turned(face_model, tmp_path):
     """MTCNN accepts takeo turned by 180° as an upright face (keypoints placed as if
     upright), so the eye-levelled crops show PFLD the face upside down. FaceMesh scores
@@ -395,12 +405,7 @@ def test_a_face_accepted_upside_down_is_read_turned(face_model, tmp_path):
     from recon_tf.reconstruction import UPSIDE_DOWN_SCORE, PhotoReconstructor
 
     image, truth = _annotated("takeo", "ppm")
-    try:
-        from recon_tf.nets.facemesh import FaceMesh
-
-        mesh = FaceMesh()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
+    mesh = _facemesh_or_skip()
     pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
                            face_verifier=mesh.face_score, mirror_pass=True)
     recon = PhotoReconstructor(face_model, None, pre, mesh)
@@ -434,10 +439,8 @@ def test_a_masked_face_keeps_the_mask_out_of_every_fitted_region(face_model, tmp
     from recon_tf.preprocess.image_io import load_image as decode
     from recon_tf.reconstruction import PhotoReconstructor
 
+    mesh = _facemesh_or_skip()
     try:
-        from recon_tf.nets.facemesh import FaceMesh
-
-        mesh = FaceMesh()
         path = asset_path("images/faces/obama.jpg")
     except FileNotFoundError as err:
         pytest.skip(str(err))
@@ -479,12 +482,7 @@ def test_an_upside_down_photo_is_searched_turned_though_a_patch_was_found(face_m
     from recon_tf.reconstruction import PhotoReconstructor
 
     image, truth = _annotated("breakingbad", "jpg")
-    try:
-        from recon_tf.nets.facemesh import FaceMesh
-
-        mesh = FaceMesh()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
+    mesh = _facemesh_or_skip()
     pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
                            face_verifier=mesh.face_score, mirror_pass=True,
                            rotations=(45.0, -45.0, 90.0, -90.0, 180.0), face_framer=mesh.detect)

@@ -127,6 +127,12 @@ def _eye_distance(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
 
 
+def _upward(lm: np.ndarray) -> np.ndarray:
+    """Unit vector [2] from the chin (iBUG 8) towards the eyes' midpoint."""
+    up = 0.5 * (lm[LEFT_EYE].mean(0) + lm[RIGHT_EYE].mean(0)) - lm[8]
+    return up / max(np.linalg.norm(up), 1e-6)
+
+
 def face_region(landmarks: np.ndarray, shape: tuple[int, int],
                 forehead: float = 0.8) -> np.ndarray:
     """uint8 [H, W] 0/255: the jaw + raised-eyebrow polygon (no exclusions).
@@ -137,9 +143,7 @@ def face_region(landmarks: np.ndarray, shape: tuple[int, int],
       forehead: how far the eyebrows are raised, in inter-ocular distances.
     """
     lm = np.asarray(landmarks, np.float64)
-    eyes = 0.5 * (lm[LEFT_EYE].mean(0) + lm[RIGHT_EYE].mean(0))
-    up = eyes - lm[8]
-    up /= max(np.linalg.norm(up), 1e-6)
+    up = _upward(lm)
     raised = lm[BROWS][::-1] + forehead * _eye_distance(lm) * up
     mask = np.zeros(shape, np.uint8)
     _fill(mask, np.concatenate([lm[JAW], raised]))
@@ -209,9 +213,7 @@ def _sample_parts(landmarks: np.ndarray, shape: tuple[int, int]) -> list[np.ndar
         mask = np.zeros(shape, np.uint8)
         _fill(mask, lm[part])
         parts.append(mask > 0)
-    eyes = 0.5 * (lm[LEFT_EYE].mean(0) + lm[RIGHT_EYE].mean(0))
-    up = eyes - lm[8]
-    up /= max(np.linalg.norm(up), 1e-6)
+    up = _upward(lm)
     d = _eye_distance(lm)
     brows = lm[BROWS]
     band = np.concatenate([brows + 0.15 * d * up, (brows + 0.45 * d * up)[::-1]])
@@ -321,16 +323,14 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got {image.shape}")
     shape = image.shape[:2]
-    geometry = geometric_mask(landmarks, shape, forehead)
-    if valid is not None:
-        geometry = cv2.bitwise_and(geometry, (valid > 0).astype(np.uint8) * 255)
-    region = geometry > 0
-    none = np.zeros(shape, np.uint8)
-    ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float64)
-    chroma = ycrcb[..., 1:]
     face = face_region(landmarks, shape, forehead) > 0
     if valid is not None:
         face &= valid > 0
+    region = face & (excluded_regions(landmarks, shape) == 0)  # the geometric mask
+    geometry = region.astype(np.uint8) * 255
+    none = np.zeros(shape, np.uint8)
+    ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float64)
+    chroma = ycrcb[..., 1:]
     colour = bool(face.any()) and float(np.median(
         np.abs(chroma[face] - 128.0).sum(axis=-1))) >= GRAYSCALE_CHROMA
     samples_at = _skin_samples(chroma, _sample_parts(landmarks, shape), region, colour)
