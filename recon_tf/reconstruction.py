@@ -314,6 +314,39 @@ class PhotoReconstructor:
             prepared[0].info["failed_faces"] = failed
         return prepared
 
+    def read_points(self, pixels: np.ndarray, face, info: dict | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """One detected face's landmarks: (68 points float [68, 2], FaceMesh points
+        [P, 3] or None: no dense term), image pixels; None when the 68 points are
+        degenerate.
+
+        PFLD on the detector's box; with FaceMesh, its points, the upside-down reading
+        (:func:`read_upside_down`) and the PFLD–FaceMesh check (:meth:`_check_with_mesh`).
+        Notes go to ``info``."""
+        from recon_tf.preprocess.landmarks import eye_roll
+
+        info = {} if info is None else info
+        points = self.preprocessor.landmarker(pixels, face.box, face.keypoints)
+        if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
+            return None
+        if self.facemesh is None:
+            return points, None
+        mesh_points, score = self.facemesh.detect(pixels, face.box,
+                                                  angle=eye_roll(face.keypoints))
+        info["facemesh_score"] = round(float(score), 4)
+        turned = read_upside_down(self.facemesh, self.preprocessor.landmarker, pixels, face,
+                                  score)
+        if turned is not None:
+            points, mesh_points, score = turned
+            info["turned"] = [180, round(float(score), 4)]
+        if score < 0.5 or not np.all(np.isfinite(mesh_points)):
+            return points, None
+        try:  # a failing re-run must not cost the face
+            return self._check_with_mesh(pixels, points, mesh_points, score, info)
+        except Exception as err:  # noqa: BLE001
+            info["mesh_disagreement"] = [f"check failed: {err}"]
+            return points, mesh_points
+
     def _check_with_mesh(self, pixels: np.ndarray, points: np.ndarray, mesh_points: np.ndarray,
                          score: float, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """PFLD's 68 points and FaceMesh's mesh checked against each other (module
@@ -371,34 +404,17 @@ class PhotoReconstructor:
         """Landmark, align and mask one detected face of a decoded photo."""
         from recon_tf.preprocess import _decode_to_original
         from recon_tf.preprocess.align import align_face
-        from recon_tf.preprocess.landmarks import eye_roll
         from recon_tf.preprocess.skin_mask import detail_regions, feature_regions, skin_mask
 
         pre = self.preprocessor
         image = decoded[0]
         pixels = image.pixels
         try:
-            points = pre.landmarker(pixels, face.box, face.keypoints)
-            if not np.all(np.isfinite(points)) or np.ptp(points[:, 0]) < 2:
-                return Skipped(path, "landmarks_failed", "degenerate landmarks")
             info = {**info, **face.to_json()}
-            mesh_points = None
-            if self.facemesh is not None:
-                mesh_points, score = self.facemesh.detect(pixels, face.box,
-                                                          angle=eye_roll(face.keypoints))
-                info["facemesh_score"] = round(float(score), 4)
-                turned = read_upside_down(self.facemesh, pre.landmarker, pixels, face, score)
-                if turned is not None:
-                    points, mesh_points, score = turned
-                    info["turned"] = [180, round(float(score), 4)]
-                if score >= 0.5 and np.all(np.isfinite(mesh_points)):
-                    try:  # a failing re-run must not cost the face
-                        points, mesh_points = self._check_with_mesh(pixels, points,
-                                                                    mesh_points, score, info)
-                    except Exception as err:  # noqa: BLE001
-                        info["mesh_disagreement"] = [f"check failed: {err}"]
-                else:
-                    mesh_points = None
+            read = self.read_points(pixels, face, info)
+            if read is None:
+                return Skipped(path, "landmarks_failed", "degenerate landmarks")
+            points, mesh_points = read
             aligned = align_face(pixels, points, pre.image_size, pre.template_3d, pre.rotate,
                                  camera_kind=pre.camera_kind)
             mask = skin_mask(aligned.image, aligned.landmarks, aligned.valid)
