@@ -63,6 +63,7 @@ setup(
         "mtcnn==1.0.0",
         "onnxruntime",
         "pillow",
+        "pillow-heif",  # HEIC/HEIF phone photos (recon_tf.preprocess.image_io)
         "tensorboard",
         "matplotlib",  # NoW cumulative error curves (recon_tf.now_eval)
     ],

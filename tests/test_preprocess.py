@@ -115,6 +115,32 @@ def test_decode_exif_rotation_swaps_size():
     assert out.pixels.shape == (80, 40, 3) and out.original_size == (40, 80)
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_decode_with_their_orientation(fmt, tmp_path, preprocessor):
+    """HEIC (iPhones' default) and AVIF photos decode like JPEGs: EXIF orientation
+    applied, pixels close to the source, the face found; cut short, they are corrupt;
+    a folder lists them."""
+    photo = _face_photo()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90° clockwise
+    turned_back = np.ascontiguousarray(np.rot90(photo, 1))  # what the file stores
+    buf = io.BytesIO()
+    Image.fromarray(turned_back).save(buf, fmt, quality=90, exif=exif.tobytes())
+    data = buf.getvalue()
+    assert image_io._has_image_signature(data)
+    out = image_io.decode_image(data)
+    assert out.pixels.shape == photo.shape
+    assert np.abs(out.pixels.astype(float) - photo).mean() < 6.0
+    assert preprocessor.detector.detect(out.pixels)
+    with pytest.raises(image_io.ImageDecodeError) as err:
+        image_io.decode_image(data[:len(data) // 2])
+    assert err.value.reason == "corrupt"
+    name = "photo." + ("heic" if fmt == "HEIF" else "avif")
+    (tmp_path / name).write_bytes(data)
+    assert [os.path.basename(r.image_path) for r in readers.read_folder(str(tmp_path))] == [
+        name]
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty"),
     (b"hello, this is a text file, not a picture\n" * 20, "not_an_image"),

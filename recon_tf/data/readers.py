@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff",
-                    ".webp", ".gif")
+                    ".webp", ".gif", ".heic", ".heif", ".avif")
 SOURCES = {
     "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Align&Cropped images + "
               "Eval/list_eval_partition.txt)",

@@ -6,6 +6,10 @@ Policy (every case is tested in ``tests/test_preprocess.py``):
   CMYK, LA/RGBA, 1-bit, 16/32-bit integer and float modes, the first frame of
   animations); OpenCV's ``imdecode`` as a fallback for files Pillow cannot
   read (e.g. some 16-bit TIFFs).
+* **Phone formats**: HEIC/HEIF (iPhones' default) through ``pillow-heif``'s Pillow
+  plugin, registered here when the package is installed (it is a dependency of
+  ``setup.py``); AVIF through Pillow's own plugin. Both carry EXIF orientation like
+  JPEG.
 * **Grayscale** is replicated to 3 channels.
 * **Alpha** (RGBA, LA, palette with transparency) is composited over white.
 * **16-bit / 32-bit integer** images are scaled to 8 bits (``value / 257`` for
@@ -45,6 +49,13 @@ DEFAULT_MAX_SIDE = 8192
 DEFAULT_MAX_PIXELS = 1 << 28
 
 _EXIF_ORIENTATION_TAG = 0x0112
+
+try:  # HEIC/HEIF photos (module docstring); without the package they are "not_an_image"
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - pillow-heif is a dependency
+    register_heif_opener = None
+if register_heif_opener is not None:
+    register_heif_opener()
 
 
 
@@ -131,9 +142,14 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II
                b"MM\x00*")
 
 
+_ISO_BMFF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1",
+                    b"avif", b"avis")
+
+
 def _has_image_signature(data: bytes) -> bool:
-    """True if the bytes start like a JPEG, PNG, GIF, TIFF or WebP file."""
-    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    """True if the bytes start like a JPEG, PNG, GIF, TIFF, WebP, HEIC/HEIF or AVIF file."""
+    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[4:8] == b"ftyp" and data[8:12] in _ISO_BMFF_BRANDS))
 
 
 def _check_size(width: int, height: int, min_side: int, max_pixels: int) -> None:
