@@ -20,6 +20,15 @@ Schedule (:class:`FitSchedule`):
    Eq. 6: λ_pho L_pho + λ_lmk L_lmk + λ_id L_id + L_reg (+ dense term). The
    identity term runs at scales ≥ ``id_min_scale`` only (it is the costly one).
 
+**Silhouette term** (ours; ``sil_weight``): when the observations carry a
+background map (:attr:`FitData.outside`, from
+:func:`recon_tf.preprocess.skin_mask.skin_mask`), every stage adds
+λ_sil L_sil (:func:`recon_tf.losses.silhouette_loss`) over the camera-facing
+front-face vertices, so the fitted face does not spill over the background, which
+L_pho (skin mask only) and the rasterizer (no coverage gradient) cannot see. On the
+annotated colour photo it raised the coarse / fine PSNR by 0.4 / 0.75 dB and lowered
+the NME (README, "Evidence").
+
 **Pose-dependent identity prior** (ours; ``FitSchedule.yaw_prior_gain`` = k):
 after the pose stage, and again after the landmark stage (or at a given start,
 e.g. R-Net's), each face's λ_α is multiplied by 1 + k sin²(yaw) at its yaw.
@@ -120,6 +129,8 @@ class FitData(NamedTuple):
         source (fixed jaw vertices whatever the convention, e.g. synthetic truth).
       alpha_scale: float32 [B] or None: per-face multiplier of λ_α (the
         pose-dependent identity prior, set by :meth:`Fitter.fit`); None = 1.
+      outside: float32 [B, S, S, 1] or None: the silhouette term's D, distance
+        (crop pixels) into clearly-background pixels (:func:`background_distance`).
     """
 
     images: tf.Tensor
@@ -130,6 +141,7 @@ class FitData(NamedTuple):
     dense_weights: tf.Tensor | None = None
     fixed_jaw: tf.Tensor | None = None
     alpha_scale: tf.Tensor | None = None
+    outside: tf.Tensor | None = None
 
 
 class FitResult(NamedTuple):
@@ -149,12 +161,23 @@ class FitResult(NamedTuple):
     seconds: dict
 
 
+def background_distance(background: np.ndarray) -> np.ndarray:
+    """The silhouette term's D from a background mask uint8 [S, S] (non-zero on
+    clearly-background pixels): float32 [S, S], each background pixel's Euclidean
+    distance (pixels) to the nearest other pixel, 0 off the background."""
+    import cv2
+
+    return cv2.distanceTransform((np.asarray(background) > 0).astype(np.uint8), cv2.DIST_L2,
+                                 cv2.DIST_MASK_PRECISE).astype(np.float32)
+
+
 def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=None,
-                  dense_weights=None) -> FitData:
+                  dense_weights=None, background=None) -> FitData:
     """Build :class:`FitData` from numpy/tensors, filling default weights (uniform
     68-point weights: on held-out synthetic faces and the annotated photos they fit
     better than Deep3DFace's 20× nose and inner mouth,
-    :func:`recon_tf.landmarks.deep3d_landmark_weights`)."""
+    :func:`recon_tf.landmarks.deep3d_landmark_weights`). ``background``: uint8
+    [B, S, S] clearly-background masks for the silhouette term, or None."""
     images = tf.convert_to_tensor(images, tf.float32)
     landmarks = tf.convert_to_tensor(landmarks, tf.float32)
     batch = int(images.shape[0])
@@ -169,8 +192,11 @@ def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=Non
         if dense_weights is None:
             dense_weights = np.ones(dense.shape[:2], np.float32)
         dense_weights = tf.convert_to_tensor(dense_weights, tf.float32)
+    outside = None
+    if background is not None:
+        outside = tf.constant(np.stack([background_distance(b) for b in background])[..., None])
     return FitData(images, landmarks, skin, lw, dense, dense_weights,
-                   alpha_scale=tf.ones([batch], tf.float32))
+                   alpha_scale=tf.ones([batch], tf.float32), outside=outside)
 
 
 class Fitter:
@@ -277,7 +303,8 @@ class Fitter:
           use_id: add L_id (needs ``id_target`` and an identity net).
           id_target: float32 [B, D] features of the input images, or None.
         Returns:
-          dict of float32 [B]: ``pho``, ``lmk``, ``id``, ``reg``, ``dense``, ``total``.
+          dict of float32 [B]: ``pho``, ``lmk``, ``id``, ``reg``, ``dense``, ``sil``,
+          ``total``.
         """
         camera = self.camera(size)
         ratio = size / float(self.image_size)
@@ -288,12 +315,18 @@ class Fitter:
         terms = {"lmk": losses.landmark_loss(lmk, data.landmarks * ratio, data.landmark_weights,
                                              image_size=size),
                  "reg": losses.regularization_loss(coeffs, self.weights, data.alpha_scale),
-                 "pho": zero, "id": zero, "dense": zero}
+                 "pho": zero, "id": zero, "dense": zero, "sil": zero}
         if self.dense is not None and data.dense is not None:
             dense_px = self.dense.project(screen)
             dense_w = data.dense_weights * tf.constant(self.dense.weights)[None]
             terms["dense"] = losses.landmark_loss(dense_px, data.dense * ratio, dense_w,
                                                   image_size=size)
+        if self.weights.sil_weight > 0 and data.outside is not None:
+            to_camera = self.camera_position(camera) - cam_v
+            facing = tf.cast(tf.reduce_sum(normals * to_camera, axis=-1) > 0, tf.float32)
+            terms["sil"] = losses.silhouette_loss(
+                screen * (self.image_size / float(size)), facing * self.front_mask[None],
+                data.outside, self.image_size)
         if photometric:
             rendered, covered = self.render_front(params, camera, cam_v, normals)
             image = _resize(data.images, size)
@@ -303,7 +336,7 @@ class Fitter:
                 comp = covered * rendered + (1.0 - covered) * image
                 terms["id"] = losses.identity_loss(id_target, self.identity_net(comp))
         terms["total"] = losses.coarse_loss(self.weights, terms["pho"], terms["lmk"], terms["id"],
-                                            terms["reg"], terms["dense"])
+                                            terms["reg"], terms["dense"], terms["sil"])
         return terms
 
     def _grad_fn(self, key: tuple, groups: tuple[str, ...]):

@@ -54,6 +54,9 @@ class CoarseLossWeights:
       gamma_weight: Deep3DFace's light regulariser (squared deviation of each
         channel's SH coefficients from their mean over channels, i.e. a
         preference for white light); not in Eq. 10; Deep3DFace: 10.
+      sil_weight: weight of the silhouette term (:func:`silhouette_loss`); ours,
+        not the paper's; per-photo fitting only (it needs the photo's background
+        map, which training records do not carry). 0 disables it.
     """
 
     pho_weight: float = 1.92
@@ -64,6 +67,7 @@ class CoarseLossWeights:
     delta_weight: float = 1.7e-2 * 3e-4
     dense_lmk_weight: float = 0.0
     gamma_weight: float = 10.0
+    sil_weight: float = 5e-2
 
     @classmethod
     def for_model(cls, face_model, **overrides) -> CoarseLossWeights:
@@ -87,6 +91,8 @@ FLAG_HELP = {
     "delta_weight": "λ_δ of Eq. 10, albedo regulariser (Deep3DFace: 5.1e-6).",
     "dense_lmk_weight": "Weight of the dense 468-point landmark term (ours; 0 = off).",
     "gamma_weight": "Weight of Deep3DFace's white-light regulariser (not in Eq. 10).",
+    "sil_weight": "Weight of the silhouette term of per-photo fitting: the rendered face "
+                  "must not cover clearly-background pixels (ours; 0 = off).",
 }
 
 
@@ -167,6 +173,44 @@ def landmark_loss(predicted: tf.Tensor, target: tf.Tensor, weights: tf.Tensor | 
     return tf.reduce_mean(sq, axis=-1)
 
 
+SIL_HUBER_PX = 8.0  # silhouette term: quadratic up to this distance (224-crop pixels)
+
+
+def silhouette_loss(points: tf.Tensor, weights: tf.Tensor, distance: tf.Tensor,
+                    image_size: float = REFERENCE_CROP) -> tf.Tensor:
+    """Silhouette term (ours, not the paper's): visible face vertices must not land on
+    pixels that are clearly background.
+
+        L_sil = Σ_v w_v ρ(D(π(v))) / Σ_v w_v,   ρ(d) = d² (d ≤ c), 2 c d − c² (d > c)
+
+    D is the distance (pixels) from a pixel to the nearest pixel that is not
+    background (0 off the background; :mod:`recon_tf.preprocess.skin_mask`, part 4),
+    sampled bilinearly, so the gradient pulls a vertex that spills over the background
+    back towards the face. L_pho (Eq. 7) cannot: it only sees the skin mask, and a
+    face rendered over the background costs it nothing. Distances are rescaled to a
+    224² crop as in :func:`landmark_loss`; beyond c = ``SIL_HUBER_PX`` (224-crop
+    pixels) the penalty grows linearly (Huber), so a vertex far out on a wrongly
+    labelled background cannot drag the shape.
+
+    Args:
+      points: float32 [B, N, 2] projected vertices, continuous pixels of ``distance``.
+      weights: float32 [B, N] w_v ≥ 0 (the caller's choice of vertices: the
+        camera-facing front-face ones).
+      distance: float32 [B, H, W, 1] D.
+      image_size: side of the image the pixels refer to.
+    Returns:
+      float32 [B]; 0 where all weights are 0.
+    """
+    from recon_tf.render.uv import bilinear_sample
+
+    d = bilinear_sample(distance, points)[..., 0] * (REFERENCE_CROP / float(image_size))
+    c = SIL_HUBER_PX
+    rho = tf.where(d <= c, tf.square(d), 2.0 * c * d - c * c)
+    weights = tf.convert_to_tensor(weights, tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(weights * rho, axis=-1),
+                                 tf.reduce_sum(weights, axis=-1))
+
+
 # --------------------------------------------------------------------- Eq. 9
 def identity_loss(features_input: tf.Tensor, features_rendered: tf.Tensor) -> tf.Tensor:
     """L_id (Eq. 9) on L2-normalised features: cosine distance.
@@ -233,8 +277,10 @@ def light_regularization(light: tf.Tensor) -> tf.Tensor:
 
 # --------------------------------------------------------------------- Eq. 6
 def coarse_loss(weights: CoarseLossWeights, pho: tf.Tensor, lmk: tf.Tensor, identity: tf.Tensor,
-                reg: tf.Tensor, dense_lmk: tf.Tensor | None = None) -> tf.Tensor:
-    """L_coarse (Eq. 6) = λ_pho L_pho + λ_lmk L_lmk + λ_id L_id + L_reg (+ dense term).
+                reg: tf.Tensor, dense_lmk: tf.Tensor | None = None,
+                sil: tf.Tensor | None = None) -> tf.Tensor:
+    """L_coarse (Eq. 6) = λ_pho L_pho + λ_lmk L_lmk + λ_id L_id + L_reg (+ the dense
+    and silhouette terms, ours).
 
     Args:
       weights: the λs.
@@ -242,6 +288,7 @@ def coarse_loss(weights: CoarseLossWeights, pho: tf.Tensor, lmk: tf.Tensor, iden
         zeros for a term that is not computed).
       dense_lmk: float32 [B] dense-landmark term (weighted by
         ``dense_lmk_weight``), or None.
+      sil: float32 [B] silhouette term (weighted by ``sil_weight``), or None.
     Returns:
       float32 [B].
     """
@@ -249,4 +296,6 @@ def coarse_loss(weights: CoarseLossWeights, pho: tf.Tensor, lmk: tf.Tensor, iden
              + reg)
     if dense_lmk is not None:
         total += weights.dense_lmk_weight * dense_lmk
+    if sil is not None:
+        total += weights.sil_weight * sil
     return total

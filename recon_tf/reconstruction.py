@@ -184,6 +184,8 @@ class PreparedFace:
       info: JSON-friendly details (box, face count, notes).
       occluded: uint8 [S, S] 0/255, occluders found in the crop (a face mask, a
         hand; :func:`recon_tf.preprocess.skin_mask.skin_mask`), or None.
+      background: uint8 [S, S] 0/255, crop pixels that are clearly not the face
+        (the fit's silhouette term), or None.
     """
 
     path: str
@@ -198,6 +200,7 @@ class PreparedFace:
     dense: np.ndarray | None
     info: dict
     occluded: np.ndarray | None = None
+    background: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -435,7 +438,7 @@ class PhotoReconstructor:
                                 aligned.transform.astype(np.float64), aligned.image,
                                 aligned.landmarks.astype(np.float32), fit_mask, fine_mask,
                                 None if dense is None else dense.astype(np.float32), info,
-                                mask.occluded & aligned.valid)
+                                mask.occluded & aligned.valid, mask.background)
         except Exception as err:  # a bad input must never stop a long run
             return Skipped(path, "error", f"{type(err).__name__}: {err}")
 
@@ -456,7 +459,9 @@ class PhotoReconstructor:
             np.stack([f.skin_mask for f in faces]).astype(np.float32) / 255.0,
             landmark_weights=None if self.landmark_weights is None else
             np.tile(np.asarray(self.landmark_weights, np.float32)[None], [len(faces), 1]),
-            dense=dense, dense_weights=dense_weights)
+            dense=dense, dense_weights=dense_weights,
+            background=None if any(f.background is None for f in faces) else
+            np.stack([f.background for f in faces]))
         if self.predictor is None:
             return self.fitter.fit(data, init)
         from recon_tf.fitting import refine_schedule

@@ -164,3 +164,30 @@ def test_turned_faces_get_a_tighter_identity_prior(face_model):
         coeffs = fitter.fit(data).coeffs
         norms[gain] = np.linalg.norm(coeffs[:, slice(*lay.offsets["identity"])], axis=1)
     assert norms[50.0][1] < 0.92 * norms[0.0][1]  # turned: held closer to the mean face
+
+
+def test_silhouette_term_pulls_a_face_off_the_background(face_model):
+    """With the photo's background known, the silhouette term alone brings a face
+    shifted onto the background back over the face: the pose is what it moves."""
+    truth = _truth(face_model, batch=1)
+    r = render_face(face_model, tf.constant(truth), Camera.deep3d(112))
+    background = ((r.mask.numpy()[..., 0] < 0.5) * 255).astype(np.uint8)
+    observed = _observe(face_model, truth)
+    data = make_fit_data(observed.images, observed.landmarks, observed.skin_mask,
+                         background=background)
+    only_sil = CoarseLossWeights(pho_weight=0.0, lmk_weight=0.0, id_weight=0.0,
+                                 alpha_weight=0.0, beta_weight=0.0, delta_weight=0.0,
+                                 gamma_weight=0.0, sil_weight=1.0)
+    pose_only = FitSchedule(pose_steps=80, landmark_steps=0, robust_scale_px=0.0,
+                            linear_rounds=0, photo_scales=(), photo_steps=())
+    fitter = Fitter(face_model, only_sil, pose_only, image_size=112)
+    tx = face_model.layout.offsets["translation"][0]
+    start = truth.copy()
+    start[:, tx] += 0.15  # 15 mm to the side, over the background
+    before = fitter.evaluate(fitter.split(start), data)["sil"].numpy()[0]
+    result = fitter.fit(data, start)
+    assert before > 1.0
+    assert result.terms["sil"][0] < 0.05 * before
+    assert abs(result.coeffs[0, tx] - truth[0, tx]) < 0.05
+    off = make_fit_data(observed.images, observed.landmarks, observed.skin_mask)
+    assert fitter.evaluate(fitter.split(start), off)["sil"].numpy()[0] == 0.0

@@ -37,6 +37,31 @@ def test_landmark_known_value_weights_and_scale():
                                [100 / 3, 4 / 3], rtol=1e-6)
 
 
+def test_silhouette_known_value_and_its_gradient_points_back_to_the_face():
+    from recon_tf.fitting import background_distance
+
+    background = np.zeros((20, 20), np.uint8)
+    background[:, 10:] = 255  # columns 10-19 are background
+    distance = background_distance(background)
+    np.testing.assert_allclose(distance[4, 9:14], [0, 1, 2, 3, 4], atol=1e-4)
+    outside = tf.constant(distance[None, ..., None])
+    # Pixel centres of (4, 12), (4, 5) and (4, 18): 3 px out, inside, 9 px out.
+    points = tf.Variable([[[12.5, 4.5], [5.5, 4.5], [18.5, 4.5]]])
+    with tf.GradientTape() as tape:
+        value = losses.silhouette_loss(points, tf.ones([1, 3]), outside, image_size=224)
+    c = losses.SIL_HUBER_PX  # 9 px is beyond it: linear there
+    np.testing.assert_allclose(value.numpy(), [(3.0 ** 2 + 0 + 2 * c * 9 - c * c) / 3],
+                               rtol=1e-5)
+    grad = tape.gradient(value, points).numpy()[0]
+    assert grad[0, 0] > 0 and abs(grad[0, 1]) < 1e-6  # descent moves it left, to the face
+    np.testing.assert_allclose(grad[1], 0.0)  # inside the face: no pull
+    np.testing.assert_allclose(grad[2, 0], 2 * c / 3, rtol=1e-4)  # capped pull
+    half = losses.silhouette_loss(points, tf.ones([1, 3]), outside, image_size=448)
+    np.testing.assert_allclose(half.numpy(), [(1.5 ** 2 + 0 + 4.5 ** 2) / 3], rtol=1e-5)
+    none = losses.silhouette_loss(points, tf.zeros([1, 3]), outside, image_size=224)
+    assert none.numpy()[0] == 0.0
+
+
 def test_identity_is_half_squared_distance_of_unit_features():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 4, 16)).astype(np.float32)

@@ -302,6 +302,31 @@ def test_skin_mask_keeps_skin_and_drops_eyes_mouth_hair_background(template_3d):
     assert (mask > 0).sum() < (geometric > 0).sum()
 
 
+def test_background_is_what_is_clearly_not_the_face(template_3d):
+    """The silhouette term's background: the blue outside the face, not the face, its
+    lips or a skin-coloured neck; nothing on a grayscale photo or in padding."""
+    image, lm = _synthetic_face(template_3d)
+    chin = np.round(lm[8]).astype(int)
+    image[chin[1] - 2:, chin[0] - 20:chin[0] + 20] = (205, 150, 120)  # a neck
+    result = skin_mask.skin_mask(image, lm)
+    bg = result.background > 0
+    assert bg[5:, :5].all() and bg[120, 220]  # blue surroundings (hair excepted)
+    face = skin_mask.face_region(lm, (224, 224)) > 0
+    assert not (bg & face).any()
+    for idx in (30, 48, 54, 57):  # nose tip, mouth corners, lower lip
+        x, y = np.round(lm[idx]).astype(int)
+        assert not bg[y - 3:y + 4, x - 3:x + 4].any()
+    assert not bg[chin[1] + 12:, chin[0] - 12:chin[0] + 12].any()  # skin-coloured neck
+    valid = np.full((224, 224), 255, np.uint8)
+    valid[:, :20] = 0
+    assert not (skin_mask.skin_mask(image, lm, valid).background[:, :20] > 0).any()
+    gray = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert skin_mask.skin_mask(gray, lm).background.max() == 0
+    island = image.copy()
+    island[180:210, 10:40] = (205, 150, 120)  # skin-coloured, apart from the face
+    assert (skin_mask.skin_mask(island, lm).background[185:205, 15:35] > 0).all()
+
+
 def test_skin_mask_respects_valid_and_falls_back_on_grayscale(template_3d):
     image, lm = _synthetic_face(template_3d)
     valid = np.full((224, 224), 255, np.uint8)

@@ -46,6 +46,17 @@ glasses' rims and occluders, in three parts:
    dark: a face lit from the side can hide one eye in a deep shadow. Dark brows
    within that reach go with the lenses.
 
+4. **Background** (colour photos only; the fit's silhouette term,
+   :func:`recon_tf.losses.silhouette_loss`). Pixels outside the face polygon
+   (step 1) and outside the nose and mouth (their points' hull grown by 0.15 d,
+   which may stand out of the jaw line of a turned head) whose chroma lies
+   further than ``BACKGROUND_MAHALANOBIS`` σ from the skin colour, plus every
+   region that such pixels cut off from the face (a skin-coloured patch of the
+   surroundings that does not touch the face): what a rendered face must not
+   cover. Skin-coloured surroundings that touch the face (a neck, a beige wall
+   behind it) are not background, so the term acts only where the colour is
+   clearly not the face's.
+
 If the colour model cannot be trusted (fewer than ``min_samples`` sample
 pixels, or it keeps less than ``min_keep`` of the face region), the
 geometric mask alone is returned; :class:`SkinMask` says which was used.
@@ -84,11 +95,14 @@ class SkinMask(NamedTuple):
     colour) or ``"geometry"`` (the colour model was not trusted).
     ``occluded``: uint8 [H, W], 0/255, the occluders found (module docstring);
     all 0 for grayscale photos and when the colour model was not trusted.
+    ``background``: uint8 [H, W], 0/255, clearly not the face (module docstring,
+    part 4); all 0 for grayscale photos and when the colour model was not trusted.
     """
 
     mask: np.ndarray
     method: str
     occluded: np.ndarray | None = None
+    background: np.ndarray | None = None
 
 
 # Skin of any tone has Cr − Cb above this (OpenCV's full-range YCrCb); occluders
@@ -106,6 +120,8 @@ DARK_LENS_FRACTION = 0.75
 DARK_LENS_LUMA = 0.45
 # A face region whose median chroma offset from grey is below this is grayscale.
 GRAYSCALE_CHROMA = 4.0
+# Background: chroma this many σ from the skin model, outside the face (part 4).
+BACKGROUND_MAHALANOBIS = 5.0
 
 
 def _pts(points: np.ndarray) -> np.ndarray:
@@ -335,7 +351,7 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
         np.abs(chroma[face] - 128.0).sum(axis=-1))) >= GRAYSCALE_CHROMA
     samples_at = _skin_samples(chroma, _sample_parts(landmarks, shape), region, colour)
     if samples_at.sum() < min_samples:
-        return SkinMask(geometry, "geometry", none)
+        return SkinMask(geometry, "geometry", none, none)
     mean, inv = _fit_gaussian(chroma[samples_at], prior_std ** 2)
     diff = chroma - mean
     d2 = np.einsum("hwi,ij,hwj->hw", diff, inv, diff)
@@ -351,5 +367,27 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
     skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     skin = cv2.bitwise_and(skin, geometry)
     if (skin > 0).sum() < min_keep * region.sum():
-        return SkinMask(geometry, "geometry", none)
-    return SkinMask(skin, "colour", occluded)
+        return SkinMask(geometry, "geometry", none, none)
+    background = (_background(d2, landmarks, face, valid) if colour else none)
+    return SkinMask(skin, "colour", occluded, background)
+
+
+def _background(d2: np.ndarray, landmarks: np.ndarray, face: np.ndarray,
+                valid: np.ndarray | None) -> np.ndarray:
+    """uint8 [H, W] 0/255: clearly not the face (module docstring, part 4), from the
+    squared chroma distance ``d2`` to the skin model and the face polygon ``face``."""
+    lm = np.asarray(landmarks, np.float64)
+    features = np.zeros(face.shape, np.uint8)
+    hull = cv2.convexHull(lm[list(range(27, 36)) + OUTER_LIP].astype(np.float32))[:, 0]
+    _fill(features, hull)
+    _stroke(features, np.concatenate([hull, hull[:1]]), 0.3 * _eye_distance(lm), closed=True)
+    out = (d2 > BACKGROUND_MAHALANOBIS ** 2) & ~face & (features == 0)
+    out = cv2.morphologyEx(out.astype(np.uint8) * 255, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # Skin-coloured islands apart from the face (a hand, a face on a poster, a beige
+    # patch) are not the face either: the term would pull vertices towards them.
+    _, labels = cv2.connectedComponents((out == 0).astype(np.uint8), connectivity=8)
+    face_labels = np.unique(labels[face & (out == 0)])
+    out[~np.isin(labels, face_labels) & (labels > 0)] = 255
+    if valid is not None:
+        out[valid == 0] = 0
+    return out
