@@ -164,7 +164,8 @@ class FitResult(NamedTuple):
 def background_distance(background: np.ndarray) -> np.ndarray:
     """The silhouette term's D from a background mask uint8 [S, S] (non-zero on
     clearly-background pixels): float32 [S, S], each background pixel's Euclidean
-    distance (pixels) to the nearest other pixel, 0 off the background."""
+    distance (pixels) to the nearest pixel that is not background, 0 off the
+    background."""
     import cv2
 
     return cv2.distanceTransform((np.asarray(background) > 0).astype(np.uint8), cv2.DIST_L2,
