@@ -246,10 +246,7 @@ class FaceDetector:
         if not faces and self.rotations:
             faces = self._detect_turned(small)
         faces = [f for f in faces if not any(_inside(f.box, g.box) for g in faces)]
-        faces = [dataclasses.replace(f, box=f.box / np.float32(scale),
-                                     keypoints=f.keypoints / np.float32(scale)) for f in faces]
-        faces.sort(key=lambda f: f.area, reverse=True)
-        return faces
+        return _at_full_size(faces, scale)
 
     def detect_turned(self, image: np.ndarray) -> list[FaceBox]:
         """Only the rotated search (``rotations``, module docstring) of an RGB uint8
@@ -259,11 +256,7 @@ class FaceDetector:
         if not self.rotations:
             return []
         small, scale = self._downscaled(image)
-        faces = self._detect_turned(small)
-        faces = [dataclasses.replace(f, box=f.box / np.float32(scale),
-                                     keypoints=f.keypoints / np.float32(scale)) for f in faces]
-        faces.sort(key=lambda f: f.area, reverse=True)
-        return faces
+        return _at_full_size(self._detect_turned(small), scale)
 
     def _downscaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """(``image`` with its longer side ≤ ``detect_max_side``, the scale applied)."""
@@ -401,6 +394,14 @@ class FaceDetector:
             faces.append(FaceBox(box, float(conf), row[6:16].reshape(2, 5).T.astype(np.float32),
                                  verify_score))
         return faces
+
+
+def _at_full_size(faces: list[FaceBox], scale: float) -> list[FaceBox]:
+    """Faces found in an image downscaled by ``scale``, in the full image's pixels,
+    largest first."""
+    faces = [dataclasses.replace(f, box=f.box / np.float32(scale),
+                                 keypoints=f.keypoints / np.float32(scale)) for f in faces]
+    return sorted(faces, key=lambda f: f.area, reverse=True)
 
 
 def with_replacements(found: list[FaceBox], others: list[FaceBox],
