@@ -30,7 +30,7 @@ flags.DEFINE_integer("photos", 4, "Photos timed.")
 
 
 def _time_photos(recon, paths: list[str], out: str, batch: int) -> dict:
-    from recon_tf.reconstruction import fine_details, write_fine
+    from recon_tf.photo_fine import fine_details, write_fine
 
     totals = {"prepare": 0.0, "fit": 0.0, "fine": 0.0, "write": 0.0}
     for start in range(0, len(paths), batch):

@@ -262,7 +262,7 @@ class Source:
 
 @dataclasses.dataclass
 class FineVariant:
-    """One fine stage (:class:`recon_tf.reconstruction.FineSettings`) and its table label.
+    """One fine stage (:class:`recon_tf.photo_fine.FineSettings`) and its table label.
 
     ``extra`` holds extra table columns (Table 5's module switches)."""
 
@@ -365,7 +365,7 @@ def _fine_render(recon, face, coeffs: np.ndarray, outputs, index: int) -> np.nda
     the decoded photo's size."""
     import cv2
 
-    from recon_tf.reconstruction import write_fine
+    from recon_tf.photo_fine import write_fine
 
     with tempfile.TemporaryDirectory() as tmp:
         write_fine(recon, face, coeffs, outputs, index, tmp)
@@ -387,7 +387,7 @@ def evaluate_images(data: Data, sources: Sequence[Source], fines: Sequence[FineV
     Returns:
       (method key → per-image metric dicts, per-image CSV rows, failures).
     """
-    from recon_tf.reconstruction import fine_details
+    from recon_tf.photo_fine import fine_details
 
     scores: dict[str, list[dict]] = {}
     per_image, failures, saved = [], [], 0

@@ -89,7 +89,7 @@ def eval_photos(recon, out_dir: str) -> list[dict]:
     zeros = np.zeros_like(result.coeffs[0])
     fine = None
     if recon.fine is not None:
-        from recon_tf.reconstruction import fine_details, write_fine
+        from recon_tf.photo_fine import fine_details, write_fine
 
         fine = fine_details(recon, [f for *_, f in prepared], result.coeffs)[0]
     for i, (name, path, gt, face) in enumerate(prepared):

@@ -245,7 +245,7 @@ def test_fine_fit_stops_at_a_nan_with_the_last_good_maps(stage, synthetic):
 def test_a_failed_fine_stage_keeps_the_coarse_maps_for_that_face(stage, synthetic, monkeypatch):
     from types import SimpleNamespace
 
-    from recon_tf.reconstruction import FineSettings, fine_details
+    from recon_tf.photo_fine import FineSettings, fine_details
 
     images, skin, coeffs, *_ = synthetic
     faces = [SimpleNamespace(crop=(images.numpy()[i] * 255).astype(np.uint8),

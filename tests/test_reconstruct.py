@@ -13,8 +13,9 @@ import pytest
 from recon_tf.assets import asset_path
 from recon_tf.data.photo_variants import photo_variant
 from recon_tf.export import read_obj
+from recon_tf.photo_fine import FINE_OUTPUT_FILES
 from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
-from recon_tf.reconstruction import FINE_OUTPUT_FILES, OUTPUT_FILES, reproject
+from recon_tf.reconstruction import OUTPUT_FILES, reproject
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "reconstruct.py")

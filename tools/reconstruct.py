@@ -196,12 +196,12 @@ def build_reconstructor():
 
 
 def build_fine(face_model, identity):
-    """The :class:`recon_tf.reconstruction.FineSettings` the flags describe, or None."""
+    """The :class:`recon_tf.photo_fine.FineSettings` the flags describe, or None."""
     if not FLAGS.fine:
         return None
     from recon_tf.fine import FineStage
     from recon_tf.fine_losses import fine_weights_from_flags
-    from recon_tf.reconstruction import FineSettings
+    from recon_tf.photo_fine import FineSettings
 
     weights = fine_weights_from_flags(**({} if identity is not None else {"id_weight": 0.0}))
     stage = FineStage(face_model, FLAGS.fine_uv_size, FLAGS.image_size, FLAGS.camera, weights,
@@ -216,7 +216,8 @@ def build_fine(face_model, identity):
 
 def _output_files() -> tuple[str, ...]:
     from recon_tf.gallery import PREVIEW_FILES
-    from recon_tf.reconstruction import FINE_OUTPUT_FILES, OUTPUT_FILES
+    from recon_tf.photo_fine import FINE_OUTPUT_FILES
+    from recon_tf.reconstruction import OUTPUT_FILES
 
     return (OUTPUT_FILES + (FINE_OUTPUT_FILES if FLAGS.fine else ())
             + (PREVIEW_FILES if FLAGS.previews else ())
@@ -236,7 +237,7 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
     t_fit = (time.time() - t0) / len(faces)
     fine, t_fine = None, 0.0
     if recon.fine is not None:
-        from recon_tf.reconstruction import fine_details
+        from recon_tf.photo_fine import fine_details
 
         t0 = time.time()
         fine = fine_details(recon, [f for f, _ in faces], result.coeffs)
@@ -250,7 +251,7 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
         recon.write(face, result.coeffs[i], out_dir)
         normals = None
         if fine is not None:
-            from recon_tf.reconstruction import write_fine
+            from recon_tf.photo_fine import write_fine
 
             write_fine(recon, face, result.coeffs[i], fine[0], i, out_dir)
             normals = fine[0].detail_normals[i].numpy()
