@@ -134,31 +134,43 @@ class Camera:
             return float(self.principal_point[0]), float(self.principal_point[1])
         return self.image_size[1] / 2.0, self.image_size[0] / 2.0
 
-    def for_source_image(self, crop_transform, source_size: tuple[int, int]) -> Camera:
+    def for_source_image(self, crop_transform, source_size: tuple[int, int],
+                         max_anisotropy: float = 1e-6) -> Camera:
         """The camera that images the same 3D scene onto the uncropped photo.
 
         Args:
           crop_transform: float [2, 3] affine, source pixels → crop pixels
             (pixel centres at integers), a scale + translation
-            ``[[s, 0, tx], [0, s, ty]]`` as :mod:`recon_tf.preprocess.align`
+            ``[[sx, 0, tx], [0, sy, ty]]`` with sx = sy as :mod:`recon_tf.preprocess.align`
             makes by default (a rotation is rejected: render in the crop and
             warp instead).
           source_size: (height, width) of the photo in pixels.
+          max_anisotropy: largest accepted |sy − sx| / sx. A photo decoded at a
+            reduced size (a side over the decoder's ``max_side``) has sides rounded
+            to whole pixels, so its x and y scales differ by up to about one pixel
+            over the shorter side; the caller passes that bound. The camera then
+            uses the mean scale for the focal length and each axis's own scale
+            for the principal point, so its projection is off by at most about
+            half a reduced pixel at the photo's edges.
         Returns:
           a camera with focal / s (or orthographic scale / s), the principal
           point mapped back to the photo and ``image_size = source_size``:
-          projecting with it gives exactly the crop projection mapped through
-          the inverse transform.
+          projecting with it gives the crop projection mapped through the
+          inverse transform (exactly when sx = sy).
+        Raises:
+          ValueError: a rotation or shear, a non-positive scale, or x and y
+            scales further apart than ``max_anisotropy``.
         """
         a = [[float(v) for v in row] for row in crop_transform]
-        s = a[0][0]
-        if s <= 0 or abs(a[0][1]) > 1e-6 * s or abs(a[1][0]) > 1e-6 * s or \
-                abs(a[1][1] - s) > 1e-6 * s:
+        sx, sy = a[0][0], a[1][1]
+        if sx <= 0 or abs(a[0][1]) > 1e-6 * sx or abs(a[1][0]) > 1e-6 * sx or \
+                abs(sy - sx) > max(max_anisotropy, 1e-6) * sx:
             raise ValueError(f"crop_transform must be scale + translation, got {a}")
+        s = 0.5 * (sx + sy)
         cx, cy = self.center
         # Continuous crop coords u_c = s (u_s - 0.5) + t + 0.5 (centres at integers + 0.5).
-        ux = (cx - PIXEL_CENTER - a[0][2]) / s + PIXEL_CENTER
-        uy = (cy - PIXEL_CENTER - a[1][2]) / s + PIXEL_CENTER
+        ux = (cx - PIXEL_CENTER - a[0][2]) / sx + PIXEL_CENTER
+        uy = (cy - PIXEL_CENTER - a[1][2]) / sy + PIXEL_CENTER
         return dataclasses.replace(
             self, image_size=(int(source_size[0]), int(source_size[1])), focal=self.focal / s,
             ortho_scale=self.ortho_scale / s, principal_point=(ux, uy))

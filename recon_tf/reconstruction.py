@@ -551,7 +551,10 @@ class PhotoReconstructor:
         c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
         to_crop = compose(face.crop_transform, invert(face.to_original))  # original → crop
         ow, oh = face.original_size
-        camera = self.fitter.camera(self.fitter.image_size).for_source_image(to_crop, (oh, ow))
+        # A photo decoded at a reduced size has whole-pixel sides: x and y scales may
+        # differ by up to a pixel over its shorter side (Camera.for_source_image).
+        camera = self.fitter.camera(self.fitter.image_size).for_source_image(
+            to_crop, (oh, ow), max_anisotropy=1.0 / min(face.pixels.shape[:2]))
         rot = rotation_matrix(c.angles)[0].numpy()
         tmp = path + ".tmp.npz"
         np.savez(tmp, identity=c.identity[0].numpy(), expression=c.expression[0].numpy(),

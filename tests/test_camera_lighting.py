@@ -67,6 +67,36 @@ def test_clip_agrees_with_projection(kind):
     assert np.all(np.diff(ndc[0, order, 2]) >= -1e-6)
 
 
+@pytest.mark.parametrize("kind", ["perspective", "orthographic"])
+def test_source_camera_maps_the_crop_projection_back_to_the_photo(kind):
+    """for_source_image: projecting onto the photo then applying the crop transform
+    (pixel-centre convention) gives the crop projection, exactly for one scale and to
+    within half a reduced pixel when a reduced decode made x and y scales differ."""
+    cam = Camera.deep3d(224, kind=kind)
+    pts = tf.constant(np.random.default_rng(3).uniform(-0.8, 0.8, (1, 40, 3)).astype(np.float32))
+    crop = cam.project(pts).numpy()[0]
+
+    def through(transform, source):
+        photo = source.project(pts).numpy()[0] - 0.5
+        return photo @ np.asarray(transform)[:, :2].T + np.asarray(transform)[:, 2] + 0.5
+
+    exact = [[0.31, 0.0, -40.0], [0.0, 0.31, -12.5]]
+    np.testing.assert_allclose(through(exact, cam.for_source_image(exact, (900, 700))), crop,
+                               atol=1e-3)
+    # 8200 x 2000 decoded at 8192 x 1998: the scales differ by 2.4e-5 of themselves
+    sx, sy = 0.31 * 8200 / 8192, 0.31 * 2000 / 1998
+    reduced = [[sx, 0.0, -40.0], [0.0, sy, -12.5]]
+    with pytest.raises(ValueError, match="scale"):
+        cam.for_source_image(reduced, (2000, 8200))
+    source = cam.for_source_image(reduced, (2000, 8200), max_anisotropy=1.0 / 1998)
+    error = np.abs(through(reduced, source) - crop).max()
+    assert 0 < error < 0.5 * sx
+    with pytest.raises(ValueError, match="scale"):  # a real stretch stays refused
+        cam.for_source_image([[0.3, 0.0, 0.0], [0.0, 0.36, 0.0]], (10, 10), 1.0 / 1998)
+    with pytest.raises(ValueError, match="scale"):  # and so does a rotation
+        cam.for_source_image([[0.3, 0.05, 0.0], [-0.05, 0.3, 0.0]], (10, 10))
+
+
 def test_orthographic_scale_matches_perspective_at_origin():
     p = tf.constant([[[0.1, 0.1, 0.0]]])
     persp = Camera.deep3d(224).project(p).numpy()
