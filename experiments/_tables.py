@@ -399,8 +399,7 @@ def evaluate_images(data: Data, sources: Sequence[Source], fines: Sequence[FineV
             coarse = [src.recon.render_on_photo(face, coeffs[i])[:2]
                       for i, face in enumerate(faces)]
             masks = [m for _, m in coarse]
-            renders[f"{src.key}/coarse"] = [(np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)
-                                            for c, _ in coarse]
+            renders[f"{src.key}/coarse"] = [c for c, _ in coarse]
             for fv in fines:
                 recon = copy.copy(src.recon)
                 recon.fine = fv.settings

@@ -175,6 +175,14 @@ class Camera:
             self, image_size=(int(source_size[0]), int(source_size[1])), focal=self.focal / s,
             ortho_scale=self.ortho_scale / s, principal_point=(ux, uy))
 
+    def window(self, x0: int, y0: int, width: int, height: int) -> Camera:
+        """The camera that renders only the pixels ``[y0, y0 + height) × [x0, x0 + width)``
+        of this one's image, pixel for pixel (the principal point shifted by the window's
+        corner)."""
+        cx, cy = self.center
+        return dataclasses.replace(self, image_size=(int(height), int(width)),
+                                   principal_point=(cx - x0, cy - y0))
+
     def depth(self, points: tf.Tensor) -> tf.Tensor:
         """Distance in front of the camera, float32 [B, N] (positive = visible)."""
         return self.distance - points[..., 2]

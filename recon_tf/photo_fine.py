@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from recon_tf.reconstruction import DM_TO_MM, PhotoReconstructor, PreparedFace
+from recon_tf.reconstruction import DM_TO_MM, PhotoReconstructor, PreparedFace, paste
 
 FINE_OUTPUT_FILES = ("mesh_fine.obj", "mesh_fine.mtl", "albedo.png", "displacement.npy",
                      "displacement.png", "maps.json", "normals.png", "render_fine.png")
@@ -130,16 +130,16 @@ def write_fine(recon: PhotoReconstructor, face: PreparedFace, coeffs: np.ndarray
                    "uv_convention": "row 0 is v = 1 (OBJ texture orientation)"}, f, indent=2)
     camera = recon.photo_camera(face)
     params = fitter.split(np.asarray(coeffs, np.float32)[None])
-    _, cam_v, _, _, _ = fitter.geometry(params, camera)
-    h, w = camera.image_size
-    ids, bary, _ = rasterize(camera.clip(cam_v), fm.triangles, h, w)
+    _, cam_v, _, screen, _ = fitter.geometry(params, camera)
+    window, x0, y0 = recon.face_window(camera, screen[0].numpy())
+    h, w = window.image_size
+    ids, bary, _ = rasterize(window.clip(cam_v), fm.triangles, h, w)
     front = interpolate(fitter.front_mask[None, :, None], fm.triangles, ids, bary)
-    mask = ((ids[0] >= 0).numpy() & (front[0, ..., 0].numpy() > 0.5))
+    covered = ((ids[0] >= 0).numpy() & (front[0, ..., 0].numpy() > 0.5))
     image = shade_uv_maps(fm, ids, bary, outputs.albedo_map[index:index + 1],
                           outputs.detail_normals[index:index + 1], params["angles"],
                           params["light"])[0].numpy()
-    photo = face.pixels.astype(np.float32) / 255.0
-    comp = np.where(mask[..., None], np.clip(image, 0.0, 1.0), photo)
+    comp, _ = paste(face.pixels, image, covered, x0, y0)
     ow, oh = face.original_size
     if comp.shape[:2] != (oh, ow):
         comp = cv2.resize(comp, (ow, oh), interpolation=cv2.INTER_LINEAR)

@@ -191,3 +191,30 @@ def test_silhouette_term_pulls_a_face_off_the_background(face_model):
     assert abs(result.coeffs[0, tx] - truth[0, tx]) < 0.05
     off = make_fit_data(observed.images, observed.landmarks, observed.skin_mask)
     assert fitter.evaluate(fitter.split(start), off)["sil"].numpy()[0] == 0.0
+
+
+def test_the_face_window_renders_the_pixels_of_the_whole_photo(face_model):
+    """PhotoReconstructor.face_window + paste: rendering only the window the front face
+    can cover gives the whole-photo render's mask and colours (the main job's
+    render_coarse.png / face_mask.png), and the window is much smaller than the photo."""
+    from recon_tf.reconstruction import PhotoReconstructor, paste
+
+    fitter = Fitter(face_model, CoarseLossWeights.for_model(face_model, id_weight=0.0))
+    recon = PhotoReconstructor(face_model, fitter, None)
+    crop_to_photo = [[0.25, 0.0, -60.0], [0.0, 0.25, -20.0]]  # a face of ~900 px
+    camera = fitter.camera(224).for_source_image(crop_to_photo, (1200, 1600))
+    coeffs = np.zeros((1, face_model.layout.total), np.float32)
+    coeffs[0, face_model.layout.offsets["angles"][0] + 1] = 0.5  # turned: an ear shows
+    params = fitter.split(coeffs)
+    _, cam_v, normals, screen, _ = fitter.geometry(params, camera)
+    full, full_covered = fitter.render_front(params, camera, cam_v, normals)
+    window, x0, y0 = recon.face_window(camera, screen[0].numpy())
+    assert window.image_size[0] * window.image_size[1] < 0.5 * 1200 * 1600
+    part, covered = fitter.render_front(params, window, cam_v, normals)
+    photo = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), np.uint8)
+    comp, mask = paste(photo, part[0].numpy(), covered[0, ..., 0].numpy() > 0.5, x0, y0)
+    whole = full_covered[0, ..., 0].numpy() > 0.5
+    assert whole.sum() > 10000 and np.array_equal(mask, whole)
+    expected = np.where(whole[..., None], np.clip(full[0].numpy(), 0, 1) * 255 + 0.5, photo)
+    assert np.abs(comp.astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
+    assert np.array_equal(comp[~whole], photo[~whole])
