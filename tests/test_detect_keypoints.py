@@ -24,6 +24,30 @@ def test_keypoints_are_xy_pairs_inside_the_box():
     assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
 
 
+def test_small_faces_of_a_big_photo_need_a_larger_search_side():
+    """MTCNN searches a copy downscaled to ``detect_max_side``: 40-px faces of a 12 MP
+    photo shrink below its smallest face at 1024 and are found at 2048, with boxes in
+    the photo's own pixels (``tools/reconstruct.py --detect_max_side``)."""
+    try:
+        image = load_image(asset_path("images/faces/obama.jpg")).pixels
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    face = cv2.resize(image[60:480, 330:650], None, fx=40 / 334, fy=40 / 334,
+                      interpolation=cv2.INTER_AREA)
+    photo = np.full((3024, 4032, 3), 110, np.uint8)
+    corners = [(400, 500), (400, 1800), (1600, 3100)]
+    for y, x in corners:
+        photo[y:y + face.shape[0], x:x + face.shape[1]] = face
+    assert FaceDetector(detect_max_side=1024).detect(photo) == []
+    found = FaceDetector(detect_max_side=2048).detect(photo)
+    assert len(found) == len(corners)
+    for y, x in corners:
+        centre = np.array([x, y]) + 0.5 * np.array(face.shape[1::-1])
+        box = min(found, key=lambda f: np.linalg.norm(f.box[:2] + 0.5 * f.box[2:] - centre))
+        assert np.linalg.norm(box.box[:2] + 0.5 * box.box[2:] - centre) < 15
+        assert 25 < box.box[3] < 70
+
+
 def test_a_face_filling_the_frame_is_found_by_padding():
     """A tight crop inside the face box (MTCNN misses it as is) is found once padded,
     with its box in the crop's own pixels."""
