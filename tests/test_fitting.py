@@ -193,13 +193,15 @@ def test_silhouette_term_pulls_a_face_off_the_background(face_model):
     assert fitter.evaluate(fitter.split(start), off)["sil"].numpy()[0] == 0.0
 
 
-def test_the_face_window_renders_the_pixels_of_the_whole_photo(face_model):
+@pytest.mark.parametrize("kind", ["perspective", "orthographic"])
+def test_the_face_window_renders_the_pixels_of_the_whole_photo(face_model, kind):
     """PhotoReconstructor.face_window + paste: rendering only the window the front face
     can cover gives the whole-photo render's mask and colours (the main job's
     render_coarse.png / face_mask.png), and the window is much smaller than the photo."""
     from recon_tf.reconstruction import PhotoReconstructor, paste
 
-    fitter = Fitter(face_model, CoarseLossWeights.for_model(face_model, id_weight=0.0))
+    fitter = Fitter(face_model, CoarseLossWeights.for_model(face_model, id_weight=0.0),
+                    camera_kind=kind)
     recon = PhotoReconstructor(face_model, fitter, None)
     crop_to_photo = [[0.25, 0.0, -60.0], [0.0, 0.25, -20.0]]  # a face of ~900 px
     camera = fitter.camera(224).for_source_image(crop_to_photo, (1200, 1600))
