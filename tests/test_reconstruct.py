@@ -366,3 +366,35 @@ print("RESULT" + json.dumps({{"summary": summary, "calls": calls}}))
     assert [f["face_index"] for f in group["failed_faces"]] == [1]
     assert not os.path.exists(half)  # the failed face's half-written files are gone
     assert result["summary"]["totals"]["faces"] == 2
+
+
+def test_the_flags_follow_the_landmark_source_and_a_zero_weight_is_off():
+    """3D-FAN marks fixed 3D points, so ``--landmarker=fan`` fits the 3d jaw
+    convention unless ``--landmark_convention`` says otherwise; ``--dense_lmk_weight=0``
+    turns the FaceMesh term off (it used to fall back to the default)."""
+    script = f"""
+import json, sys
+sys.path.insert(0, {os.path.dirname(TOOL)!r})
+import reconstruct as R
+out = {{}}
+for args in ([], ["--landmarker=fan"], ["--landmarker=fan", "--landmark_convention=2d"],
+             ["--landmarker=dlib"], ["--dense_lmk_weight=0"], ["--dense_lmk_weight=5e-4"],
+             ["--nodense_landmarks", "--dense_lmk_weight=5e-4"]):
+    R.FLAGS.unparse_flags()
+    R.FLAGS(["reconstruct", *args])
+    out[" ".join(args)] = [R.landmark_convention(), R.dense_lmk_weight()]
+print("RESULT" + json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.split("RESULT", 1)[1])
+    from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT
+
+    assert got[""] == ["2d", DEFAULT_DENSE_WEIGHT]
+    assert got["--landmarker=fan"][0] == "3d"
+    assert got["--landmarker=fan --landmark_convention=2d"][0] == "2d"
+    assert got["--landmarker=dlib"][0] == "2d"
+    assert got["--dense_lmk_weight=0"][1] == 0.0
+    assert got["--dense_lmk_weight=5e-4"][1] == 5e-4
+    assert got["--nodense_landmarks --dense_lmk_weight=5e-4"][1] == 0.0

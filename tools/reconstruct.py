@@ -49,8 +49,9 @@ flags.DEFINE_string("assets_dir", None,
                     "Assets root (default: $RECON_TF_ASSETS or ../shared/assets).")
 flags.DEFINE_enum("landmarker", "pfld", ["pfld", "dlib", "fan"],
                   "68-point detector (pfld: offline default; fan downloads weights).")
-flags.DEFINE_enum("landmark_convention", "2d", ["2d", "3d"],
-                  "Jaw contour: 2d = silhouette (PFLD, dlib, iBUG), 3d = fixed vertices (FAN).")
+flags.DEFINE_enum("landmark_convention", None, ["2d", "3d"],
+                  "Jaw contour: 2d = silhouette (PFLD, dlib, iBUG), 3d = fixed vertices (FAN); "
+                  "default: the --landmarker's own (3d for fan, else 2d).")
 flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggface", "none"],
                   "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
 flags.DEFINE_bool("dense_landmarks", True,
@@ -125,6 +126,26 @@ define_coarse_loss_flags()
 define_fine_loss_flags()
 
 
+def landmark_convention() -> str:
+    """The jaw-contour convention of the fit: ``--landmark_convention`` when given,
+    else the ``--landmarker``'s own (3D-FAN marks fixed 3D points; PFLD and dlib
+    the visible silhouette)."""
+    if FLAGS.landmark_convention:
+        return FLAGS.landmark_convention
+    return "3d" if FLAGS.landmarker == "fan" else "2d"
+
+
+def dense_lmk_weight() -> float:
+    """Weight of the dense FaceMesh term: 0 without ``--dense_landmarks``, else
+    ``--dense_lmk_weight`` when given (0 = off), else the fit's default
+    (:data:`recon_tf.dense_landmarks.DEFAULT_DENSE_WEIGHT`)."""
+    from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT
+
+    if not FLAGS.dense_landmarks:
+        return 0.0
+    return DEFAULT_DENSE_WEIGHT if FLAGS.dense_lmk_weight is None else FLAGS.dense_lmk_weight
+
+
 def build_reconstructor():
     """The face model, fitter, preprocessor and FaceMesh the flags describe."""
     from bfm import load_default_face_model
@@ -145,11 +166,11 @@ def build_reconstructor():
         from recon_tf.nets.facemesh import FaceMesh
 
         facemesh = FaceMesh()
-    if FLAGS.dense_landmarks:
-        from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT, load_correspondence
+    overrides["dense_lmk_weight"] = dense_lmk_weight()
+    if overrides["dense_lmk_weight"] > 0:
+        from recon_tf.dense_landmarks import load_correspondence
 
         dense = load_correspondence(face_model, facemesh)
-        overrides["dense_lmk_weight"] = FLAGS.dense_lmk_weight or DEFAULT_DENSE_WEIGHT
     identity = None
     if FLAGS.identity_net != "none":
         from recon_tf.nets.identity import make_identity_net
@@ -183,7 +204,7 @@ def build_reconstructor():
         landmark_ids = detector_landmark_ids(face_model, preprocessor)
     fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
                     image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
-                    landmark_convention=FLAGS.landmark_convention, landmark_ids=landmark_ids)
+                    landmark_convention=landmark_convention(), landmark_ids=landmark_ids)
     from recon_tf.landmarks import deep3d_landmark_weights
 
     weights = deep3d_landmark_weights() if FLAGS.landmark_weights == "deep3d" else None
