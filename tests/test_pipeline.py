@@ -233,3 +233,44 @@ def test_check_alignment_refuses_other_model_or_camera():
             tfrecord.check_alignment(manifest, *args)
     with pytest.raises(ValueError, match="older tools/preprocess.py"):
         tfrecord.check_alignment({"dataset": "folder"}, "ict_facekit", "ab" * 20, cam)
+
+
+def test_training_data_is_checked_folder_by_folder(tmp_path, caplog):
+    """`default_sets.check_data`: photos aligned for this model pass, for another
+    model or by an older preprocess (no record) are refused; a synthetic set of
+    another model is refused; a folder without manifest is only warned about."""
+    from types import SimpleNamespace
+
+    from recon_tf.camera import Camera
+    from recon_tf.data.default_sets import check_data
+
+    cam = Camera.deep3d(224)
+    model = SimpleNamespace(name="ict_facekit", geometry_hash="ab" * 20)
+    manifests = {
+        "photos": {"dataset": "folder", **tfrecord.alignment_record("ict_facekit", "ab" * 20,
+                                                                     cam)},
+        "photos_other": {"dataset": "folder", **tfrecord.alignment_record("bfm", "cd" * 20,
+                                                                           cam)},
+        "photos_old": {"dataset": "folder"},
+        "synthetic": {"num": 4, "seed": 0, "face_model": "ict_facekit"},
+        "synthetic_other": {"num": 4, "seed": 0, "face_model": "bfm_deep3d"},
+        "no_manifest": None,
+    }
+    for name, manifest in manifests.items():
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "shard-0.tfrecord").write_bytes(b"")
+        if manifest is not None:
+            (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
+
+    def files(name):
+        return [str(tmp_path / name / "*.tfrecord")]
+
+    ok = files("photos") + files("synthetic") + files("no_manifest")
+    assert len(check_data(ok, model, cam)) == 3
+    assert "no_manifest has no manifest.json" in caplog.text
+    for name, message in (("photos_other", "face model 'bfm'"),
+                          ("photos_old", "older tools/preprocess.py"),
+                          ("synthetic_other", "rendered with face model 'bfm_deep3d'")):
+        with pytest.raises(ValueError, match=message) as err:
+            check_data(files("photos") + files(name), model, cam)
+        assert name in str(err.value)

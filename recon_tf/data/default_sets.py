@@ -67,7 +67,10 @@ def check_data(globs: list[str], face_model, camera) -> list[str]:
 
     Raises:
       FileNotFoundError: no file matches.
-      ValueError: data made for another face model or camera.
+      ValueError: data made for another face model or camera, or preprocessed
+        photos whose manifest does not say which (an older tools/preprocess.py).
+        A folder without ``manifest.json`` is only warned about (data written by
+        other tools).
     """
     from recon_tf.data.tfrecord import check_alignment
 
@@ -81,11 +84,16 @@ def check_data(globs: list[str], face_model, camera) -> list[str]:
             continue
         with open(path) as f:
             manifest = json.load(f)
-        if "camera" in manifest:
+        if isinstance(manifest.get("face_model"), str) and "camera" not in manifest:
+            # A synthetic set (tools/make_synthetic.py): rendered, not aligned.
+            if manifest["face_model"] != face_model.name:
+                raise ValueError(f"{folder} was rendered with face model "
+                                 f"{manifest['face_model']!r}, not {face_model.name!r}")
+            continue
+        try:  # preprocessed photos; a manifest without the record is refused too
             check_alignment(manifest, face_model.name, face_model.geometry_hash, camera)
-        elif manifest.get("face_model") not in (None, face_model.name):
-            raise ValueError(f"{folder} was rendered with face model "
-                             f"{manifest['face_model']!r}, not {face_model.name!r}")
+        except ValueError as err:
+            raise ValueError(f"{folder}: {err}") from None
     return files
 
 
