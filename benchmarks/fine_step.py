@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
     from bfm import load_default_face_model
     from recon_tf.data.synthetic import SyntheticConfig, SyntheticRenderer
     from recon_tf.fine import FineStage, build_modules, module_config
-    from recon_tf.fine_losses import FineLossWeights
+    from recon_tf.losses import FineLossWeights
     from recon_tf.nets.identity import make_identity_net
     from recon_tf.nets.rnet import build_rnet
 

@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
     from bfm import load_default_face_model
     from recon_tf.data.synthetic import SyntheticConfig, SyntheticRenderer
     from recon_tf.fine import FineStage, displacement_error_mm, load_fine_modules
-    from recon_tf.fine_losses import FineLossWeights
+    from recon_tf.losses import FineLossWeights
 
     fm = load_default_face_model()
     renderer = SyntheticRenderer(fm, SyntheticConfig(image_size=FLAGS.image_size,

@@ -51,7 +51,7 @@ if ROOT not in sys.path:
 
 import _common  # noqa: E402  (experiments/_common.py: what the training scripts share)
 
-from recon_tf.fine_losses import define_fine_loss_flags  # noqa: E402
+from recon_tf.losses import define_fine_loss_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/fine", "Run directory: checkpoints, TensorBoard logs, "
@@ -124,7 +124,7 @@ class FineTrainer:
         import tensorflow as tf
 
         from recon_tf import coarse, fine, training
-        from recon_tf.fine_losses import fine_weights_from_flags
+        from recon_tf.losses import fine_weights_from_flags
         from recon_tf.nets.identity import make_identity_net
 
         if not (FLAGS.use_albedo or FLAGS.use_displacement):

@@ -17,7 +17,7 @@ fitting; the coarse stage is frozen here):
    the coarse rasterization with the detailed albedo and normals under the
    same SH light (Eq. 5). The fine render covers the front face only (the
    same mask convention as the coarse render).
-4. :meth:`FineStage.terms` evaluates Eq. 11–13 (:mod:`recon_tf.fine_losses`).
+4. :meth:`FineStage.terms` evaluates Eq. 11–13 (:mod:`recon_tf.losses`).
 
 What the wavelet perception encoder reads (the paper does not say): by
 default the input **unwrapped into UV** (``wavelet_source="uv"``), so that
@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from recon_tf import fine_losses as losses
+from recon_tf import losses
 from recon_tf.camera import rotate_normals
 from recon_tf.face_model import FaceModel
 from recon_tf.fitting import Fitter
@@ -118,7 +118,7 @@ class FineStage:
       uv_size: side U of the UV maps (default 256).
       image_size: side S of the aligned crops.
       camera_kind: the crops' projection.
-      weights: Eq. 11–13 weights (default :class:`recon_tf.fine_losses.FineLossWeights`).
+      weights: Eq. 11–13 weights (default :class:`recon_tf.losses.FineLossWeights`).
       identity_net: frozen face-recognition net for L_id, or None.
       wavelet_source: ``"uv"`` or ``"crop"`` (module docstring).
     """

@@ -1,4 +1,7 @@
-"""Losses of the coarse stage, Eq. (6)–(10) of the paper, one function each.
+"""The losses of the paper, one function each: the coarse stage's Eq. (6)–(10) and the
+fine stage's Eq. (11)–(13).
+
+**Coarse stage**, Eq. (6)–(10):
 
     L_coarse = λ_pho L_pho + λ_lmk L_lmk + λ_id L_id + L_reg              (Eq. 6)
 
@@ -21,12 +24,44 @@ training: a stronger identity prior for fitting (λ_α = 1e-3) was an earlier
 default; re-measured on 2026-11-26 it tied on held-out synthetic faces
 (vertex error 1.75 vs 1.76 mm) and lost on the annotated photos (NME 6.34 vs
 6.07 %, coarse PSNR 21.52 vs 21.94 dB), see the README.
+
+**Fine stage**, Eq. (11)–(13):
+
+    L_fine = λ_pho L_pho + λ_id L_id + λ_alb L_alb + λ_smo L_smo          (Eq. 11)
+
+L_pho and L_id are the coarse stage's Eq. 7 and Eq. 9 (:func:`photometric_loss`,
+:func:`identity_loss`) evaluated on the fine render. The text of Eq. 12 (L_alb)
+and Eq. 13 (L_smo) is lost from §3.4.4; only their weights survive (§4.1:
+λ_pho = 1.0, λ_id = 0.8, λ_alb = 1.0, λ_smo = 1.0, w_n = w_d = 0.001 inside
+Eq. 13). Our reconstruction (GUIDE §2, after Chen et al. 2020, ref. [25]):
+
+* Eq. 12, :func:`albedo_loss`: L1 between a Gaussian low-pass of the
+  detailed albedo map and the same low-pass of the coarse albedo map, plus a
+  sparsity term on the detail (``alb_detail_weight``, ours). The detailed map
+  may add high frequencies but not move the coarse map's low frequencies, so
+  slowly varying shading cannot migrate into the albedo.
+* Eq. 13, :func:`smoothness_loss`: L1 of first-order UV differences of the
+  displacement map D (horizontal, vertical and both diagonals, as in Chen's
+  ``smooth_uv_loss`` + ``smooth_slope_uv_loss``) + w_n ‖n_fine − n_coarse‖²
+  (Chen's ``disp_normal`` term) + w_d |D|. Chen squares the differences and
+  D; we use L1 because D is in decimetres (a 1 mm wrinkle is 0.01), where a
+  square would shrink the terms ~100× and make the paper's weights moot.
+
+Functions take batches of UV maps ([B, S, S, C], row 0 = v = 1, see
+:mod:`recon_tf.render.uv`) with a layout mask [B or 1, S, S, 1] and return one
+value per example, float32 [B] (float64 for float64 inputs, for gradient
+checks). Weights live in :class:`FineLossWeights`; their absl flags are the
+field names prefixed ``fine_`` (``--fine_pho_weight``, ...), so they coexist
+with the coarse flags of :func:`define_coarse_loss_flags`.
+Spatial scales are expressed at a 256² UV map (``UV_REFERENCE_SIZE``, the
+fine stage's default) and rescaled to the actual map size.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from recon_tf.coeffs import Coeffs
@@ -299,3 +334,237 @@ def coarse_loss(weights: CoarseLossWeights, pho: tf.Tensor, lmk: tf.Tensor, iden
     if sil is not None:
         total += weights.sil_weight * sil
     return total
+
+
+# ===================================================================== fine stage
+UV_REFERENCE_SIZE = 256
+FLAG_PREFIX = "fine_"
+
+
+@dataclasses.dataclass(frozen=True)
+class FineLossWeights:
+    """The weights of Eq. (11) and Eq. (13) (the paper's, §4.1), plus two of ours for Eq. 12.
+
+    Attributes:
+      pho_weight: λ_pho of Eq. 11 (paper: 1.0).
+      id_weight: λ_id of Eq. 11 (paper: 0.8).
+      alb_weight: λ_alb of Eq. 11 (paper: 1.0).
+      smo_weight: λ_smo of Eq. 11 (paper: 1.0).
+      normal_weight: w_n inside Eq. 13, on ‖n_fine − n_coarse‖² (paper: 0.001).
+      disp_weight: w_d inside Eq. 13, on |D| in decimetres (paper: 0.001).
+      alb_detail_weight: ours. Weight of the detail sparsity inside Eq. 12,
+        mean |A_detail − A_coarse|. 0.1: a detail texel survives only where
+        it lowers the photometric error (≈ 1:1 for real detail, shading ≈ 1)
+        by more than a tenth of its own size; detail the photo does not ask
+        for decays.
+      alb_blur_sigma: ours. σ of the Gaussian low-pass of Eq. 12 in texels of
+        a 256² UV map (scaled with the map size). 4.0 ≈ 5 mm on the ICT face
+        (1 texel ≈ 1.2 mm; mesh edges span 2.3 texels median, 5.3 at the
+        90th percentile): the coarse per-vertex albedo holds nothing finer,
+        while SH shading of the coarse geometry varies over centimetres, so
+        it falls in the protected low band.
+    """
+
+    pho_weight: float = 1.0
+    id_weight: float = 0.8
+    alb_weight: float = 1.0
+    smo_weight: float = 1.0
+    normal_weight: float = 0.001
+    disp_weight: float = 0.001
+    alb_detail_weight: float = 0.1
+    alb_blur_sigma: float = 4.0
+
+
+FINE_FLAG_HELP = {
+    "pho_weight": "λ_pho of Eq. 11, fine photometric loss weight (paper: 1.0).",
+    "id_weight": "λ_id of Eq. 11, fine identity loss weight, L_id = 1 - cos (paper: 0.8).",
+    "alb_weight": "λ_alb of Eq. 11, albedo loss weight (paper: 1.0).",
+    "smo_weight": "λ_smo of Eq. 11, smoothness loss weight (paper: 1.0).",
+    "normal_weight": "w_n inside Eq. 13, on |n_fine - n_coarse|^2 (paper: 0.001).",
+    "disp_weight": "w_d inside Eq. 13, on |D| in decimetres (paper: 0.001).",
+    "alb_detail_weight": "Sparsity weight of the albedo detail inside Eq. 12 (ours: 0.1).",
+    "alb_blur_sigma": "Gaussian sigma of the Eq. 12 low-pass, in texels of a 256^2 UV map, "
+                      "scaled with the map size (ours: 4.0).",
+}
+
+
+def define_fine_loss_flags(flag_values=None, **defaults) -> None:
+    """Define one absl float flag ``fine_<field>`` per :class:`FineLossWeights` field.
+
+    Flags default to the dataclass defaults (the paper's values, and ours
+    for Eq. 12); ``defaults``, keyed by field name (``pho_weight=...``),
+    overrides them.
+    """
+    from absl import flags
+
+    fv = flags.FLAGS if flag_values is None else flag_values  # empty FlagValues is falsy
+    for field in dataclasses.fields(FineLossWeights):
+        flags.DEFINE_float(FLAG_PREFIX + field.name, defaults.get(field.name, field.default),
+                           FINE_FLAG_HELP[field.name], flag_values=fv)
+
+
+def fine_weights_from_flags(flag_values=None, **overrides) -> FineLossWeights:
+    """:class:`FineLossWeights` from the flags of :func:`define_fine_loss_flags`, then
+    ``overrides`` keyed by field name (None = keep the flag's value)."""
+    from absl import flags
+
+    fv = flags.FLAGS if flag_values is None else flag_values  # empty FlagValues is falsy
+    values = {f.name: getattr(fv, FLAG_PREFIX + f.name)
+              for f in dataclasses.fields(FineLossWeights)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return FineLossWeights(**values)
+
+
+def _dtype(x) -> tf.DType:
+    """float64 for float64 inputs (gradient checks), float32 otherwise."""
+    dtype = getattr(x, "dtype", None)
+    return tf.float64 if dtype in (tf.float64, np.float64) else tf.float32
+
+
+def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Σ mask·values / (Σ mask · C) per example, for values [B, S, S, C], mask [B, S, S, 1]."""
+    channels = tf.cast(tf.shape(values)[-1], values.dtype)
+    values = tf.where(mask > 0, values, tf.zeros_like(values))  # NaN·0 would be NaN
+    return tf.math.divide_no_nan(tf.reduce_sum(mask * values, axis=[1, 2, 3]),
+                                 tf.reduce_sum(mask, axis=[1, 2, 3]) * channels)
+
+
+def gaussian_lowpass(maps: tf.Tensor, mask: tf.Tensor, sigma: float) -> tf.Tensor:
+    """Mask-normalised separable Gaussian blur: G∗(m·x) / G∗m, 0 where G∗m = 0.
+
+    Only texels inside the mask contribute, with weights renormalised, so the
+    layout border does not pull values towards the zeros outside it. The
+    blur is two products with a dense [S, S] Gaussian matrix (exact, no
+    truncation); on CPU that is ~6× faster than a depthwise convolution
+    (256², batch 8: ≈ 0.1 s forward + backward).
+
+    Args:
+      maps: x, float [B, S, S, C] with static S.
+      mask: m, float [B, S, S, 1] in [0, 1].
+      sigma: σ in texels of this map.
+    Returns:
+      float [B, S, S, C]; linear in ``maps`` for a fixed mask.
+    """
+    size = int(maps.shape[1])
+    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+    gauss = np.exp(-0.5 * (offsets / max(sigma, 1e-6)) ** 2)
+    gauss = tf.constant(gauss / gauss[0].sum(), maps.dtype)  # [S, S], symmetric
+
+    def blur(x: tf.Tensor) -> tf.Tensor:
+        # Plain 2-D products only: a batched matmul broadcasting a rank-2 operand
+        # corrupts memory under oneDNN on AVX-512 CPUs (README "Known issues").
+        shape = tf.shape(x)
+        x = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, size])  # rows of [B, C, S, S]
+        x = tf.reshape(tf.matmul(x, gauss), [shape[0], shape[3], size, size])
+        x = tf.reshape(tf.transpose(x, [0, 1, 3, 2]), [-1, size])  # now the columns
+        x = tf.reshape(tf.matmul(x, gauss), [shape[0], shape[3], size, size])
+        return tf.transpose(x, [0, 3, 2, 1])
+
+    return tf.math.divide_no_nan(blur(maps * mask), blur(mask))
+
+
+# -------------------------------------------------------------------- Eq. 12
+def albedo_loss(detail_albedo: tf.Tensor, coarse_albedo: tf.Tensor, uv_mask: tf.Tensor,
+                blur_sigma: float = FineLossWeights.alb_blur_sigma,
+                detail_weight: float = FineLossWeights.alb_detail_weight) -> tf.Tensor:
+    """L_alb (Eq. 12, our definition; the paper's text is lost, see GUIDE §2).
+
+        L_alb = mean_m |G_σ(A_d) − G_σ(A_c)|₁ + w_s · mean_m |A_d − A_c|₁
+
+    G_σ is the mask-normalised Gaussian low-pass (:func:`gaussian_lowpass`),
+    A_d the detailed and A_c the coarse albedo map, means over texels inside
+    the layout and over channels. The detailed map may add high-frequency
+    detail but may not change the coarse map's low frequencies, so slowly
+    varying shading (which SH light and the geometry explain) cannot move
+    into the albedo; the sparsity term (w_s, ours) keeps the detail where
+    the photo needs it. G_σ is linear, so the first term is computed as
+    |G_σ(A_d − A_c)|.
+
+    Args:
+      detail_albedo: A_d, float32 [B, S, S, 3], the albedo module's output.
+      coarse_albedo: A_c, float32 [B, S, S, 3], the coarse (3DMM) albedo map.
+      uv_mask: float32 [B or 1, S, S, 1], 1 inside the UV layout.
+      blur_sigma: σ in texels of a 256² map (``alb_blur_sigma``); S must be static.
+      detail_weight: w_s (``alb_detail_weight``).
+    Returns:
+      float32 [B]; 0 when A_d = A_c. Texels outside the mask do not matter.
+    """
+    dtype = _dtype(detail_albedo)
+    diff = tf.cast(detail_albedo, dtype) - tf.cast(coarse_albedo, dtype)
+    mask = tf.broadcast_to(tf.cast(uv_mask, dtype), tf.shape(diff[..., :1]))
+    diff = tf.where(mask > 0, diff, tf.zeros_like(diff)) * mask
+    sigma = blur_sigma * int(diff.shape[1]) / UV_REFERENCE_SIZE
+    low = _masked_mean(tf.abs(gaussian_lowpass(diff, mask, sigma)), mask)
+    return low + detail_weight * _masked_mean(tf.abs(diff), mask)
+
+
+# -------------------------------------------------------------------- Eq. 13
+def smoothness_loss(displacement: tf.Tensor, detail_normals: tf.Tensor,
+                    coarse_normals: tf.Tensor, uv_mask: tf.Tensor,
+                    normal_weight: float = FineLossWeights.normal_weight,
+                    disp_weight: float = FineLossWeights.disp_weight) -> tf.Tensor:
+    """L_smo (Eq. 13, our definition after Chen et al. 2020; the paper's text is lost).
+
+        L_smo = Σ_{d ∈ →, ↓, ↘, ↙} mean_{p, p+d ∈ m} (S/256)·|D(p+d) − D(p)|
+                + w_n · mean_m ‖n_fine − n_coarse‖²₂ + w_d · mean_m |D|
+
+    The first term is Chen's UV smoothness (first-order differences plus
+    the two diagonals), over texel pairs that are both inside the layout,
+    scaled by S/256 so that a smooth D costs the same at every UV
+    resolution. It is L1 (total variation), not Chen's square: D is in
+    decimetres (model units; wrinkles are ~0.01), where squares would be
+    ~100× smaller than the photometric loss and the paper's λ_smo moot; L1
+    also lets wrinkles keep sharp creases while texel noise stays expensive.
+    The normal term is Chen's squared difference (= 2(1 − cos) for unit
+    normals), which w_n was set for; the magnitude term is L1 like the first.
+
+    Args:
+      displacement: D, float32 [B, S, S, 1] in decimetres (+ outwards).
+      detail_normals: float32 [B, S, S, 3], e.g. from
+        :func:`recon_tf.render.detail.displace` (gradients reach D through it).
+      coarse_normals: float32 [B, S, S, 3], the coarse normal map.
+      uv_mask: float32 [B or 1, S, S, 1], 1 inside the UV layout; S static.
+      normal_weight: w_n. disp_weight: w_d.
+    Returns:
+      float32 [B]; 0 for D = 0 with equal normals. Texels outside the mask
+      do not matter.
+    """
+    dtype = _dtype(displacement)
+    d = tf.cast(displacement, dtype)
+    mask = tf.broadcast_to(tf.cast(uv_mask, dtype), tf.shape(d))
+    d = tf.where(mask > 0, d, tf.zeros_like(d)) * mask
+    scale = int(d.shape[1]) / UV_REFERENCE_SIZE
+    pairs = [((slice(None), slice(1, None)), (slice(None), slice(None, -1))),  # →
+             ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),  # ↓
+             ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),  # ↘
+             ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None)))]  # ↙
+    grad = 0.0
+    for (ra, ca), (rb, cb) in pairs:
+        both = mask[:, ra, ca] * mask[:, rb, cb]
+        grad += _masked_mean(scale * tf.abs(d[:, ra, ca] - d[:, rb, cb]), both)
+    dn = tf.cast(detail_normals, dtype) - tf.cast(coarse_normals, dtype)
+    normal = _masked_mean(tf.reduce_sum(tf.square(dn), axis=-1, keepdims=True), mask)
+    return grad + normal_weight * normal + disp_weight * _masked_mean(tf.abs(d), mask)
+
+
+# -------------------------------------------------------------------- Eq. 11
+def fine_loss(weights: FineLossWeights, pho: tf.Tensor, identity: tf.Tensor, alb: tf.Tensor,
+              smo: tf.Tensor) -> tf.Tensor:
+    """L_fine (Eq. 11) = λ_pho L_pho + λ_id L_id + λ_alb L_alb + λ_smo L_smo.
+
+    Args:
+      weights: the λs (w_n, w_d and our Eq. 12 weights are applied inside
+        :func:`smoothness_loss` and :func:`albedo_loss`).
+      pho: L_pho, float32 [B]: :func:`photometric_loss` (Eq. 7) of the
+        photo against the fine render.
+      identity: L_id, float32 [B]: :func:`identity_loss` (Eq. 9) of the
+        photo's and the fine render's recognition features.
+      alb: L_alb, float32 [B], from :func:`albedo_loss`.
+      smo: L_smo, float32 [B], from :func:`smoothness_loss`.
+    Returns:
+      float32 [B].
+    """
+    pho, identity, alb, smo = (tf.convert_to_tensor(x, _dtype(x))
+                               for x in (pho, identity, alb, smo))
+    return (weights.pho_weight * pho + weights.id_weight * identity
+            + weights.alb_weight * alb + weights.smo_weight * smo)

@@ -125,7 +125,7 @@ def test_texture_detail_recovers_the_true_albedo_detail(stage, synthetic):
     mask = inputs.visible * tf.cast(inputs.facing >= 0.5, tf.float32)
     detail = stage.texture_detail(inputs, mask).numpy()
     assert np.abs(detail[np.broadcast_to(mask.numpy() < 0.5, detail.shape)]).max() == 0.0
-    from recon_tf.fine_losses import gaussian_lowpass
+    from recon_tf.losses import gaussian_lowpass
 
     true_detail = (albedo_maps - inputs.coarse_albedo.numpy()) * mask.numpy()
     sigma = stage.weights.alb_blur_sigma * UV / 256
@@ -144,7 +144,7 @@ def test_texture_detail_recovers_the_true_albedo_detail(stage, synthetic):
 def test_modules_train_in_the_loop(face_model, synthetic):
     """Gradients of the photometric term reach both modules and point downhill (the L1
     priors of Eq. 12-13 have a kink at the zero start, so they are left out here)."""
-    from recon_tf.fine_losses import FineLossWeights
+    from recon_tf.losses import FineLossWeights
 
     stage = FineStage(face_model, uv_size=UV,
                       weights=FineLossWeights(alb_weight=0.0, smo_weight=0.0))

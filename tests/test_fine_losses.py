@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from recon_tf import fine_losses as fl
+from recon_tf import losses as fl
 from recon_tf.losses import define_coarse_loss_flags
 from recon_tf.render.detail import displace
 

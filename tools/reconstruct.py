@@ -37,8 +37,7 @@ import time
 
 from absl import app, flags, logging
 
-from recon_tf.fine_losses import define_fine_loss_flags
-from recon_tf.losses import define_coarse_loss_flags
+from recon_tf.losses import define_coarse_loss_flags, define_fine_loss_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "A photo, a folder of photos, or a text file listing photos.")
@@ -227,7 +226,7 @@ def build_fine(face_model, identity):
     if not FLAGS.fine:
         return None
     from recon_tf.fine import FineStage
-    from recon_tf.fine_losses import fine_weights_from_flags
+    from recon_tf.losses import fine_weights_from_flags
     from recon_tf.photo_fine import FineSettings
 
     weights = fine_weights_from_flags(**({} if identity is not None else {"id_weight": 0.0}))

@@ -154,7 +154,7 @@ def rasterize(clip_vertices: tf.Tensor, triangles: tf.Tensor, height: int,
         ``z / w`` in ``[-1, 1]`` of the visible surface point (not a distance:
         ``Rendering.depth`` is the camera distance), 1.0 on background.
         Differentiable w.r.t. ``clip_vertices`` (with the visibility held
-        fixed). The op registers this output under the older name ``depth``.
+        fixed). The op registers this output as ``z_ndc`` too.
 
     The gradient is computed by the op's gradient kernel: for every covered
     pixel, the derivative of its barycentrics and z_ndc w.r.t. the 12 clip

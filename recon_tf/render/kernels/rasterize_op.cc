@@ -4,16 +4,16 @@
 //                  attrs height, width)
 //   -> triangle_ids[B,H,W] int32 (-1 = background),
 //      barycentrics[B,H,W,3] float32 (perspective-correct, 0 on background),
-//      depth[B,H,W] float32 (NDC z/w of the nearest fragment, 1 on background).
+//      z_ndc[B,H,W] float32 (NDC z/w of the nearest fragment, 1 on background).
 // ReconTfRasterizeGrad(clip_vertices, triangles, triangle_ids,
-//                      grad_barycentrics[B,H,W,3], grad_depth[B,H,W])
+//                      grad_barycentrics[B,H,W,3], grad_z_ndc[B,H,W])
 //   -> grad_clip_vertices[B,V,4] float32.
 //
 // Conventions are documented in rasterize_common.h and rasterizer.py.
 // The CPU kernels split the work over TensorFlow's intra-op thread pool:
 // vertices are projected once per image, then each (image, band of rows)
 // unit loops over all triangles with bounding-box rejection, rasterizes with
-// a z-buffer and finally computes barycentrics and depth for its pixels in
+// a z-buffer and finally computes barycentrics and z_ndc for its pixels in
 // double precision. The gradient visits covered pixels only and accumulates
 // in double precision, per image (or per band with a final reduction when
 // the batch is smaller than the thread pool).
@@ -65,7 +65,7 @@ REGISTER_OP("ReconTfRasterize")
     .Attr("width: int >= 1")
     .Output("triangle_ids: int32")
     .Output("barycentrics: float")
-    .Output("depth: float")
+    .Output("z_ndc: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle clip;
       ShapeHandle tris;
@@ -94,7 +94,7 @@ REGISTER_OP("ReconTfRasterizeGrad")
     .Input("triangles: int32")
     .Input("triangle_ids: int32")
     .Input("grad_barycentrics: float")
-    .Input("grad_depth: float")
+    .Input("grad_z_ndc: float")
     .Output("grad_clip_vertices: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle clip;
@@ -105,7 +105,7 @@ REGISTER_OP("ReconTfRasterizeGrad")
       return Status();
     })
     .Doc(R"doc(
-Gradient of ReconTfRasterize's barycentrics and depth w.r.t. clip_vertices.
+Gradient of ReconTfRasterize's barycentrics and z_ndc w.r.t. clip_vertices.
 )doc");
 
 namespace {
@@ -173,11 +173,11 @@ int NumBands(int64_t batch, int height, int num_threads) {
 // Rasterizes rows [row_begin, row_end) of image `b` and fills its outputs.
 void RasterizeBand(const float* clip, const ScreenVertex* screen, const int32_t* tris,
                    int64_t num_triangles, int height, int width,
-                   int row_begin, int row_end, int32_t* ids, float* bary, float* depth) {
+                   int row_begin, int row_end, int32_t* ids, float* bary, float* z_ndc) {
   const int64_t offset = static_cast<int64_t>(row_begin) * width;
   const int64_t count = static_cast<int64_t>(row_end - row_begin) * width;
   int32_t* band_ids = ids + offset;
-  float* zbuf = depth + offset;
+  float* zbuf = z_ndc + offset;
   std::fill(band_ids, band_ids + count, -1);
   std::fill(zbuf, zbuf + count, std::numeric_limits<float>::infinity());
 
@@ -189,7 +189,7 @@ void RasterizeBand(const float* clip, const ScreenVertex* screen, const int32_t*
     const int32_t id = static_cast<int32_t>(t);
     for (int y = tr.y_begin; y < tr.y_end; ++y) {
       const float py = static_cast<float>(y) + 0.5f;
-      float* zrow = depth + static_cast<int64_t>(y) * width;
+      float* zrow = z_ndc + static_cast<int64_t>(y) * width;
       int32_t* idrow = ids + static_cast<int64_t>(y) * width;
       for (int x = tr.x_begin; x < tr.x_end; ++x) {
         float z;
@@ -201,7 +201,7 @@ void RasterizeBand(const float* clip, const ScreenVertex* screen, const int32_t*
     }
   }
 
-  // Resolve: perspective-correct barycentrics and depth of the winners.
+  // Resolve: perspective-correct barycentrics and z_ndc of the winners.
   // Neighbouring pixels mostly share a triangle, so its planes are cached.
   int32_t cached = -1;
   BarycentricPlanes planes;
@@ -225,7 +225,7 @@ void RasterizeBand(const float* clip, const ScreenVertex* screen, const int32_t*
           out_b[0] = static_cast<float>(b[0]);
           out_b[1] = static_cast<float>(b[1]);
           out_b[2] = static_cast<float>(b[2]);
-          depth[p] = static_cast<float>(z);
+          z_ndc[p] = static_cast<float>(z);
           continue;
         }
         ids[p] = -1;
@@ -233,7 +233,7 @@ void RasterizeBand(const float* clip, const ScreenVertex* screen, const int32_t*
       out_b[0] = 0.0f;
       out_b[1] = 0.0f;
       out_b[2] = 0.0f;
-      depth[p] = 1.0f;
+      z_ndc[p] = 1.0f;
     }
   }
 }
@@ -241,7 +241,7 @@ void RasterizeBand(const float* clip, const ScreenVertex* screen, const int32_t*
 // Accumulates the gradient of rows [row_begin, row_end) of one image into
 // accum[V*4] (double).
 void AccumulateBandGradient(const float* clip, const int32_t* tris, int64_t num_triangles,
-                            const int32_t* ids, const float* grad_bary, const float* grad_depth,
+                            const int32_t* ids, const float* grad_bary, const float* grad_z_ndc,
                             int height, int width, int row_begin, int row_end, double* accum) {
   for (int y = row_begin; y < row_end; ++y) {
     const double py = PixelNdcY(y, height);
@@ -250,7 +250,7 @@ void AccumulateBandGradient(const float* clip, const int32_t* tris, int64_t num_
       const int32_t t = ids[p];
       if (t < 0 || t >= num_triangles) continue;
       const double gb[3] = {grad_bary[3 * p], grad_bary[3 * p + 1], grad_bary[3 * p + 2]};
-      const double gd = grad_depth[p];
+      const double gd = grad_z_ndc[p];
       if (gb[0] == 0.0 && gb[1] == 0.0 && gb[2] == 0.0 && gd == 0.0) continue;
       const int32_t* idx = tris + 3 * static_cast<int64_t>(t);
       double g[12];
@@ -283,14 +283,14 @@ class RasterizeOpBase : public OpKernel {
   }
 
  protected:
-  // Validates clip_vertices / triangles, fills the sizes and allocates ids, barycentrics, depth.
+  // Validates clip_vertices / triangles, fills the sizes and allocates ids, barycentrics, z_ndc.
   Status PrepareOutputs(OpKernelContext* ctx, Sizes* s, Tensor** ids, Tensor** bary,
-                        Tensor** depth) const {
+                        Tensor** z_ndc) const {
     TF_RETURN_IF_ERROR(CheckGeometry(ctx->input(0), ctx->input(1), height_, width_, s));
     TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({s->batch, height_, width_}), ids));
     TF_RETURN_IF_ERROR(
         ctx->allocate_output(1, TensorShape({s->batch, height_, width_, 3}), bary));
-    return ctx->allocate_output(2, TensorShape({s->batch, height_, width_}), depth);
+    return ctx->allocate_output(2, TensorShape({s->batch, height_, width_}), z_ndc);
   }
 
   int64_t height_ = 0;
@@ -307,8 +307,8 @@ class RasterizeCpuOp : public RasterizeOpBase {
     Sizes s;
     Tensor* ids_t = nullptr;
     Tensor* bary_t = nullptr;
-    Tensor* depth_t = nullptr;
-    OP_REQUIRES_OK(ctx, PrepareOutputs(ctx, &s, &ids_t, &bary_t, &depth_t));
+    Tensor* z_ndc_t = nullptr;
+    OP_REQUIRES_OK(ctx, PrepareOutputs(ctx, &s, &ids_t, &bary_t, &z_ndc_t));
     const int32_t* tris = tris_t.flat<int32_t>().data();
     OP_REQUIRES_OK(ctx, CheckTriangleIndices(tris, s.num_triangles, s.num_vertices));
     if (s.batch == 0) return;
@@ -320,7 +320,7 @@ class RasterizeCpuOp : public RasterizeOpBase {
     ScreenVertex* screen = reinterpret_cast<ScreenVertex*>(screen_t.flat<float>().data());
     int32_t* ids = ids_t->flat<int32_t>().data();
     float* bary = bary_t->flat<float>().data();
-    float* depth = depth_t->flat<float>().data();
+    float* z_ndc = z_ndc_t->flat<float>().data();
 
     const int height = static_cast<int>(height_);
     const int width = static_cast<int>(width_);
@@ -351,7 +351,7 @@ class RasterizeCpuOp : public RasterizeOpBase {
         const int row_end = static_cast<int>(static_cast<int64_t>(height) * (band + 1) / bands);
         RasterizeBand(clip + b * num_vertices * 4, screen + b * num_vertices, tris,
                       num_triangles, height, width, row_begin, row_end, ids + b * image,
-                      bary + 3 * b * image, depth + b * image);
+                      bary + 3 * b * image, z_ndc + b * image);
       }
     });
   }
@@ -359,7 +359,7 @@ class RasterizeCpuOp : public RasterizeOpBase {
 
 // Checks the gradient op's per-pixel inputs against triangle_ids [B,H,W].
 Status CheckGradInputs(const Tensor& clip, const Tensor& ids, const Tensor& grad_bary,
-                       const Tensor& grad_depth) {
+                       const Tensor& grad_z_ndc) {
   if (ids.dims() != 3 || ids.dim_size(0) != clip.dim_size(0)) {
     return errors::InvalidArgument("triangle_ids must have shape [batch, height, width], got ",
                                    ids.shape().DebugString());
@@ -370,15 +370,15 @@ Status CheckGradInputs(const Tensor& clip, const Tensor& ids, const Tensor& grad
     return errors::InvalidArgument("grad_barycentrics must have shape ", bary_shape.DebugString(),
                                    ", got ", grad_bary.shape().DebugString());
   }
-  if (grad_depth.shape() != ids.shape()) {
-    return errors::InvalidArgument("grad_depth must have shape ", ids.shape().DebugString(),
-                                   ", got ", grad_depth.shape().DebugString());
+  if (grad_z_ndc.shape() != ids.shape()) {
+    return errors::InvalidArgument("grad_z_ndc must have shape ", ids.shape().DebugString(),
+                                   ", got ", grad_z_ndc.shape().DebugString());
   }
   return Status();
 }
 
 // Validates all inputs of the gradient op (clip, triangles, ids, grad_barycentrics,
-// grad_depth) and fills the sizes; shared by the CPU and GPU kernels.
+// grad_z_ndc) and fills the sizes; shared by the CPU and GPU kernels.
 Status CheckGradOpInputs(OpKernelContext* ctx, Sizes* s) {
   const Tensor& ids = ctx->input(2);
   if (ids.dims() != 3) {
@@ -399,7 +399,7 @@ class RasterizeGradCpuOp : public OpKernel {
     const Tensor& tris_t = ctx->input(1);
     const Tensor& ids_t = ctx->input(2);
     const Tensor& gbary_t = ctx->input(3);
-    const Tensor& gdepth_t = ctx->input(4);
+    const Tensor& gz_ndc_t = ctx->input(4);
     Sizes s;
     OP_REQUIRES_OK(ctx, CheckGradOpInputs(ctx, &s));
     const int32_t* tris = tris_t.flat<int32_t>().data();
@@ -417,7 +417,7 @@ class RasterizeGradCpuOp : public OpKernel {
     const float* clip = clip_t.flat<float>().data();
     const int32_t* ids = ids_t.flat<int32_t>().data();
     const float* gbary = gbary_t.flat<float>().data();
-    const float* gdepth = gdepth_t.flat<float>().data();
+    const float* gz_ndc = gz_ndc_t.flat<float>().data();
     const int height = static_cast<int>(ids_t.dim_size(1));
     const int width = static_cast<int>(ids_t.dim_size(2));
     const int64_t image = static_cast<int64_t>(height) * width;
@@ -432,7 +432,7 @@ class RasterizeGradCpuOp : public OpKernel {
         for (int64_t b = begin; b < end; ++b) {
           std::fill(accum.begin(), accum.end(), 0.0);
           AccumulateBandGradient(clip + b * per_image, tris, num_triangles, ids + b * image,
-                                 gbary + 3 * b * image, gdepth + b * image, height, width, 0,
+                                 gbary + 3 * b * image, gz_ndc + b * image, height, width, 0,
                                  height, accum.data());
           float* out = grad + b * per_image;
           for (int64_t i = 0; i < per_image; ++i) out[i] = static_cast<float>(accum[i]);
@@ -457,7 +457,7 @@ class RasterizeGradCpuOp : public OpKernel {
           const int row_begin = static_cast<int>(static_cast<int64_t>(height) * band / bands);
           const int row_end = static_cast<int>(static_cast<int64_t>(height) * (band + 1) / bands);
           AccumulateBandGradient(clip + b * per_image, tris, num_triangles, ids + b * image,
-                                 gbary + 3 * b * image, gdepth + b * image, height, width,
+                                 gbary + 3 * b * image, gz_ndc + b * image, height, width,
                                  row_begin, row_end, acc);
         }
       });
@@ -493,8 +493,8 @@ class RasterizeGpuOp : public RasterizeOpBase {
     Sizes s;
     Tensor* ids_t = nullptr;
     Tensor* bary_t = nullptr;
-    Tensor* depth_t = nullptr;
-    OP_REQUIRES_OK(ctx, PrepareOutputs(ctx, &s, &ids_t, &bary_t, &depth_t));
+    Tensor* z_ndc_t = nullptr;
+    OP_REQUIRES_OK(ctx, PrepareOutputs(ctx, &s, &ids_t, &bary_t, &z_ndc_t));
     if (s.batch == 0) return;
     Tensor keys_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT64,
@@ -505,7 +505,7 @@ class RasterizeGpuOp : public RasterizeOpBase {
         s.num_vertices, s.num_triangles, static_cast<int>(height_), static_cast<int>(width_),
         reinterpret_cast<unsigned long long*>(keys_t.flat<int64_t>().data()),
         ids_t->flat<int32_t>().data(), bary_t->flat<float>().data(),
-        depth_t->flat<float>().data());
+        z_ndc_t->flat<float>().data());
     OP_REQUIRES(ctx, err == nullptr,
                 errors::Internal("ReconTfRasterize CUDA launch failed: ", err));
   }
@@ -520,7 +520,7 @@ class RasterizeGradGpuOp : public OpKernel {
     const Tensor& tris_t = ctx->input(1);
     const Tensor& ids_t = ctx->input(2);
     const Tensor& gbary_t = ctx->input(3);
-    const Tensor& gdepth_t = ctx->input(4);
+    const Tensor& gz_ndc_t = ctx->input(4);
     Sizes s;
     OP_REQUIRES_OK(ctx, CheckGradOpInputs(ctx, &s));
     Tensor* grad_t = nullptr;
@@ -532,7 +532,7 @@ class RasterizeGradGpuOp : public OpKernel {
     void* stream = ctx->eigen_device<Eigen::GpuDevice>().stream();
     const char* err = RasterizeBackwardGpu(
         stream, clip_t.flat<float>().data(), tris_t.flat<int32_t>().data(),
-        ids_t.flat<int32_t>().data(), gbary_t.flat<float>().data(), gdepth_t.flat<float>().data(),
+        ids_t.flat<int32_t>().data(), gbary_t.flat<float>().data(), gz_ndc_t.flat<float>().data(),
         s.batch, s.num_vertices, s.num_triangles, static_cast<int>(ids_t.dim_size(1)),
         static_cast<int>(ids_t.dim_size(2)), accum_t.flat<double>().data(),
         grad_t->flat<float>().data());

@@ -3,10 +3,10 @@
 // and call the two launchers below on the op's CUDA stream.
 //
 // Forward: one thread per (image, triangle) rasterizes its bounding box and
-// resolves visibility with a 64-bit atomicMin on (ordered depth bits << 32 |
+// resolves visibility with a 64-bit atomicMin on (ordered z_ndc bits << 32 |
 // triangle id), so the nearest fragment wins and ties go to the lowest id,
 // exactly as in the CPU kernel. A per-pixel pass then writes ids,
-// perspective-correct barycentrics and depth.
+// perspective-correct barycentrics and z_ndc.
 // Backward: one thread per pixel computes the clip-vertex gradient of its
 // triangle and accumulates it with double-precision atomicAdd, then a final
 // pass converts to float.
@@ -84,7 +84,7 @@ __global__ void RasterizeTrianglesKernel(const float* clip, const int32_t* tris,
 
 __global__ void ResolveKernel(const unsigned long long* keys, const float* clip,
                               const int32_t* tris, int64_t batch, int64_t num_vertices,
-                              int height, int width, int32_t* ids, float* bary, float* depth) {
+                              int height, int width, int32_t* ids, float* bary, float* z_ndc) {
   const int64_t image = static_cast<int64_t>(height) * width;
   const int64_t total = batch * image;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
@@ -114,7 +114,7 @@ __global__ void ResolveKernel(const unsigned long long* keys, const float* clip,
     bary[3 * p] = static_cast<float>(b[0]);
     bary[3 * p + 1] = static_cast<float>(b[1]);
     bary[3 * p + 2] = static_cast<float>(b[2]);
-    depth[p] = static_cast<float>(z);
+    z_ndc[p] = static_cast<float>(z);
   }
 }
 
@@ -126,7 +126,7 @@ __global__ void ZeroKernel(double* data, int64_t n) {
 }
 
 __global__ void GradientKernel(const float* clip, const int32_t* tris, const int32_t* ids,
-                               const float* grad_bary, const float* grad_depth, int64_t batch,
+                               const float* grad_bary, const float* grad_z_ndc, int64_t batch,
                                int64_t num_vertices, int64_t num_triangles, int height,
                                int width, double* accum) {
   const int64_t image = static_cast<int64_t>(height) * width;
@@ -136,7 +136,7 @@ __global__ void GradientKernel(const float* clip, const int32_t* tris, const int
     const int32_t t = ids[p];
     if (t < 0 || t >= num_triangles) continue;
     const double gb[3] = {grad_bary[3 * p], grad_bary[3 * p + 1], grad_bary[3 * p + 2]};
-    const double gd = grad_depth[p];
+    const double gd = grad_z_ndc[p];
     if (gb[0] == 0.0 && gb[1] == 0.0 && gb[2] == 0.0 && gd == 0.0) continue;
     int32_t idx[3];
     if (!LoadTriangle(tris, t, num_vertices, idx)) continue;
@@ -189,7 +189,7 @@ const char* ErrorString(cudaError_t err) {
 const char* RasterizeForwardGpu(void* stream_ptr, const float* clip, const int32_t* tris,
                                 int64_t batch, int64_t num_vertices, int64_t num_triangles,
                                 int height, int width, unsigned long long* keys,
-                                int32_t* triangle_ids, float* barycentrics, float* depth) {
+                                int32_t* triangle_ids, float* barycentrics, float* z_ndc) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   cudaError_t err = SelectStreamDevice(stream);
   if (err != cudaSuccess) return ErrorString(err);
@@ -201,13 +201,13 @@ const char* RasterizeForwardGpu(void* stream_ptr, const float* clip, const int32
         clip, tris, batch, num_vertices, num_triangles, height, width, keys);
   }
   ResolveKernel<<<NumBlocks(pixels), kThreads, 0, stream>>>(
-      keys, clip, tris, batch, num_vertices, height, width, triangle_ids, barycentrics, depth);
+      keys, clip, tris, batch, num_vertices, height, width, triangle_ids, barycentrics, z_ndc);
   return ErrorString(cudaGetLastError());
 }
 
 const char* RasterizeBackwardGpu(void* stream_ptr, const float* clip, const int32_t* tris,
                                  const int32_t* triangle_ids, const float* grad_barycentrics,
-                                 const float* grad_depth, int64_t batch, int64_t num_vertices,
+                                 const float* grad_z_ndc, int64_t batch, int64_t num_vertices,
                                  int64_t num_triangles, int height, int width, double* accum,
                                  float* grad_clip) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
@@ -219,7 +219,7 @@ const char* RasterizeBackwardGpu(void* stream_ptr, const float* clip, const int3
   const int64_t pixels = batch * static_cast<int64_t>(height) * width;
   if (pixels > 0) {
     GradientKernel<<<NumBlocks(pixels), kThreads, 0, stream>>>(
-        clip, tris, triangle_ids, grad_barycentrics, grad_depth, batch, num_vertices,
+        clip, tris, triangle_ids, grad_barycentrics, grad_z_ndc, batch, num_vertices,
         num_triangles, height, width, accum);
   }
   ToFloatKernel<<<NumBlocks(n), kThreads, 0, stream>>>(accum, grad_clip, n);
