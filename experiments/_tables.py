@@ -176,7 +176,8 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     LFW: ``lfw/<subject>/<subject>_0001.png``. NoW (validation):
     ``iphone_pictures/<subject>/multiview_expressions/IMG_0001.png``,
     ``imagepathsvalidation.txt``, the true *neutral* mesh as the scan
-    ``scans/<subject>/<subject>.obj`` (mm) and its 7 NoW landmarks
+    ``scans/<subject>/<subject>.obj`` (mm; the front face only, :func:`front_face_mesh`,
+    as a face scan holds no scalp, back of the head or neck) and its 7 NoW landmarks
     ``scans_lmks_onlypp/<subject>/<subject>.pp``. With ``--out_of_model_mm``
     the faces (images and scans alike) carry that much smooth shape not drawn
     from the model (:func:`recon_tf.data.synthetic.out_of_model_offset`).
@@ -198,7 +199,8 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     logging.info("writing %d synthetic faces in %s's layout to %s", num, layout, root)
     fm = face_model
     renderer = SyntheticRenderer(fm, SyntheticConfig(out_of_model=mm / 100.0))
-    tris, now_ids = np.asarray(fm.arrays["triangles"]), now_vertex_ids(fm)
+    now_ids = now_vertex_ids(fm)
+    keep, scan_tris = front_face_mesh(fm)
     listing = []
     for start in range(0, num, 4):
         rendered = renderer.render([renderer.sample(seed, i)
@@ -214,7 +216,8 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
             neutral = neutral_meshes_mm(fm, r["coeffs"][None])[0] + 100.0 * r["shape_offset"]
             for folder in ("scans", "scans_lmks_onlypp"):
                 os.makedirs(os.path.join(root, folder, subject), exist_ok=True)
-            write_obj(os.path.join(root, "scans", subject, f"{subject}.obj"), neutral, tris)
+            write_obj(os.path.join(root, "scans", subject, f"{subject}.obj"), neutral[keep],
+                      scan_tris)
             write_pp_landmarks(os.path.join(root, "scans_lmks_onlypp", subject, f"{subject}.pp"),
                                neutral[now_ids], NOW_LANDMARK_NAMES)
     if layout == "now":
@@ -222,6 +225,20 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
             f.write("\n".join(listing) + "\n")
     open(marker, "w").close()
     return root
+
+
+def front_face_mesh(face_model) -> tuple[np.ndarray, np.ndarray]:
+    """The front face as a mesh of its own: (vertex ids int [M] of the model's
+    ``front_mask`` > 0.5, or all vertices without one; triangles int32 [T', 3] whose
+    three vertices are kept, re-indexed into those M)."""
+    tris = np.asarray(face_model.arrays["triangles"])
+    front = face_model.arrays.get("front_mask")
+    keep = (np.arange(face_model.num_vertices) if front is None
+            else np.flatnonzero(np.asarray(front) > 0.5))
+    index = np.full(face_model.num_vertices, -1, np.int64)
+    index[keep] = np.arange(len(keep))
+    kept = index[tris]
+    return keep, kept[(kept >= 0).all(axis=1)].astype(np.int32)
 
 
 def neutral_meshes_mm(face_model, coeffs: np.ndarray) -> np.ndarray:

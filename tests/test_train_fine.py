@@ -113,6 +113,30 @@ def test_fine_run_resumes_and_refuses_another_configuration(fine_run, syn_glob, 
     assert "use_wavelet" in proc.stderr and "another setup" in proc.stderr
 
 
+def test_fine_run_stops_on_a_non_finite_loss_and_keeps_its_checkpoints(fine_run, syn_glob,
+                                                                        coarse_model, tmp_path):
+    """The NaN/Inf guard of the coarse script holds for the fine one: a NaN loss
+    (here λ_pho = NaN) exits with code 3 before any update or save, and the
+    checkpoints of the run are left byte-identical."""
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(fine_run[0], run_dir)
+    names = sorted(n for n in os.listdir(run_dir) if n.startswith("ckpt-") or n == "checkpoint")
+
+    def snapshot():
+        return {n: open(os.path.join(run_dir, n), "rb").read() for n in names}
+
+    before = snapshot()
+    latest = tf.train.latest_checkpoint(run_dir)
+    proc = _run(_args(syn_glob, coarse_model, run_dir, steps=20, checkpoint_every=1,
+                      eval_every=0, image_every=0, export="false", fine_pho_weight="nan"))
+    assert proc.returncode == 3, proc.stderr[-4000:]
+    assert "is not finite" in proc.stderr, proc.stderr[-4000:]
+    assert sorted(n for n in os.listdir(run_dir)
+                  if n.startswith("ckpt-") or n == "checkpoint") == names
+    assert snapshot() == before
+    assert tf.train.latest_checkpoint(run_dir) == latest
+
+
 def _first_scalar(run_dir: str, tag: str) -> float:
     from tensorflow.core.util import event_pb2
 

@@ -1,0 +1,60 @@
+"""The evidence scripts behind the README's numbers run end to end (tiny settings):
+experiments/fit_eval.py (NME, PSNR, synthetic vertex error) and
+experiments/fine_eval.py (displacement, albedo and relighting scores)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from recon_tf.assets import asset_path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_FIT = ["--pose_steps=20", "--landmark_steps=60", "--photo_scales=112",
+            "--photo_steps=30", "--fine=false", "--identity_net=none"]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _numbers(line: str) -> list[float]:
+    return [float(v) for v in re.findall(r"-?\d+\.\d+", line)]
+
+
+def test_fit_eval_scores_the_annotated_photo_and_a_synthetic_face(tmp_path):
+    try:
+        asset_path("images/faces_68pts/takeo.pts")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    _run("fit_eval.py", "--photos=takeo.ppm", "--num_synthetic=1", "--dense_settings=off",
+         f"--output={tmp_path}", *FAST_FIT)
+    text = (tmp_path / "fit_eval.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| takeo.ppm |"))
+    nme_detector, nme_mean, nme_fit, psnr_mean, psnr_fit = _numbers(row)
+    assert 0 < nme_detector < 10 and nme_fit < nme_mean  # the fit beats the mean face
+    assert psnr_fit > psnr_mean + 2
+    synthetic = re.search(r"vertex error (\d+\.\d+) mm \(fit\) vs (\d+\.\d+) mm", text)
+    assert synthetic, text
+    assert 0 < float(synthetic.group(1)) < 10 and 0 < float(synthetic.group(2)) < 10
+    assert (tmp_path / "dense_off" / "fit" / "takeo" / "landmarks68.txt").exists()
+
+
+def test_fine_eval_scores_fine_fitting_against_the_truth(tmp_path):
+    _run("fine_eval.py", "--num_synthetic=2", "--batch_size=2", "--uv_size=64",
+         "--image_size=128", "--fine_steps=20", "--mean_samples=4", f"--output={tmp_path}")
+    lines = (tmp_path / "fine_eval.md").read_text().splitlines()
+    err, zero, mean_map, corr, psnr_coarse, psnr_fine = _numbers(
+        lines[lines.index("|---|---|---|---|---|---|") + 1])
+    assert min(err, zero, mean_map) > 0 and -1 <= corr <= 1
+    assert psnr_fine > psnr_coarse  # fine fitting explains the image better
+    albedo_coarse, albedo_fine, relit_coarse, relit_fine = _numbers(
+        lines[lines.index("|---|---|---|---|") + 1])
+    assert albedo_fine < albedo_coarse  # the detail went into the albedo map
+    assert relit_coarse > 0 and relit_fine > 0
