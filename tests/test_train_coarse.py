@@ -402,3 +402,54 @@ def test_multi_worker_mirrored_training(syn_glob, tmp_path):
     assert to_emulated < 0.01 * to_single, (to_emulated, to_single)
     np.testing.assert_allclose(w0["losses"], single["emulated_losses"], rtol=1e-4)
     assert not np.allclose(w0["losses"], single["losses"], rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_the_script_trains_as_two_workers_sharing_one_run_directory(syn_glob, tmp_path):
+    """experiments/train_coarse.py itself under MultiWorkerMirroredStrategy (TF_CONFIG,
+    two processes on localhost, one --model_dir): both finish, only the chief
+    writes checkpoints, run_meta.json and the SavedModel, no worker temp dirs stay,
+    and a re-run of both resumes from the chief's last checkpoint."""
+    run_dir = tmp_path / "run"
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    base = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+
+    def both(steps: int, export: str) -> list[str]:
+        procs, logs = [], []
+        try:
+            for i in range(2):
+                logs.append(tmp_path / f"w{i}_{steps}.log")
+                env = {**base, "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": i}})}
+                with open(logs[-1], "w") as log:
+                    procs.append(subprocess.Popen(
+                        _train_args(syn_glob, str(run_dir), steps=steps, batch_size=4,
+                                    checkpoint_every=1, export=export),
+                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            deadline = time.time() + TIMEOUT
+            for proc, log in zip(procs, logs):
+                try:
+                    proc.wait(timeout=max(deadline - time.time(), 1))
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"hung:\n{log.read_text()[-4000:]}")
+                assert proc.returncode == 0, log.read_text()[-4000:]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        return [log.read_text() for log in logs]
+
+    logs = both(2, "true")
+    for text in logs:
+        assert "2 replicas" in text and "finished at step 2" in text, text[-3000:]
+    assert "exported" in logs[0] and "exported" not in logs[1]
+    names = set(os.listdir(run_dir))
+    assert {"ckpt-1.index", "ckpt-2.index", "checkpoint", "run_meta.json",
+            "saved_model"} <= names
+    assert not [n for n in names if n.startswith("workertemp")], names
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith("ckpt-2")
+    logs = both(3, "false")
+    for text in logs:
+        assert "(step 2)" in text and "finished at step 3" in text, text[-3000:]
+    assert _latest_step(str(run_dir)) == 3

@@ -145,6 +145,14 @@ def dense_lmk_weight() -> float:
     return DEFAULT_DENSE_WEIGHT if FLAGS.dense_lmk_weight is None else FLAGS.dense_lmk_weight
 
 
+def fit_alpha_weight() -> float:
+    """λ_α of the fit: ``--alpha_weight`` when given, else
+    :data:`recon_tf.losses.FIT_ALPHA_WEIGHT` (weaker than training's; see there)."""
+    from recon_tf.losses import FIT_ALPHA_WEIGHT
+
+    return FIT_ALPHA_WEIGHT if FLAGS.alpha_weight is None else FLAGS.alpha_weight
+
+
 def build_reconstructor():
     """The face model, fitter, preprocessor and FaceMesh the flags describe."""
     from bfm import load_default_face_model
@@ -166,6 +174,7 @@ def build_reconstructor():
 
         facemesh = FaceMesh()
     overrides["dense_lmk_weight"] = dense_lmk_weight()
+    overrides["alpha_weight"] = fit_alpha_weight()
     if overrides["dense_lmk_weight"] > 0:
         from recon_tf.dense_landmarks import load_correspondence
 
