@@ -205,7 +205,8 @@ class Fitter:
 
     Args:
       face_model: the 3DMM.
-      weights: loss weights (default: :meth:`CoarseLossWeights.for_model`).
+      weights: loss weights (default: :meth:`CoarseLossWeights.for_model`, training's;
+        the main job fits photos with λ_α = :data:`recon_tf.losses.FIT_ALPHA_WEIGHT`).
       schedule: steps and learning rates.
       identity_net: a frozen face-recognition net for L_id
         (:mod:`recon_tf.nets.identity`), or None to drop L_id.
