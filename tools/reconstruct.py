@@ -168,13 +168,11 @@ def build_reconstructor():
     face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
                   else load_default_face_model())
     dense = facemesh = None
-    overrides = {}
-    if FLAGS.dense_landmarks or FLAGS.verify_faces:
+    overrides = {"dense_lmk_weight": dense_lmk_weight(), "alpha_weight": fit_alpha_weight()}
+    if FLAGS.dense_landmarks or FLAGS.verify_faces:  # also the upside-down / PFLD checks
         from recon_tf.nets.facemesh import FaceMesh
 
         facemesh = FaceMesh()
-    overrides["dense_lmk_weight"] = dense_lmk_weight()
-    overrides["alpha_weight"] = fit_alpha_weight()
     if overrides["dense_lmk_weight"] > 0:
         from recon_tf.dense_landmarks import load_correspondence
 
