@@ -86,6 +86,9 @@ IMAGE_COLUMNS = (("psnr", "PSNR ↑", ".3f"), ("ssim", "SSIM ↑", ".3f"), ("rms
 CROP = ("each detected face (MTCNN, 68 points by PFLD) aligned by Deep3DFace's 5-point "
         "scheme to a {size}² crop (`--image_size`), as the paper's coarse stage")
 MAX_LISTED_FAILURES = 20
+# Written into a synthetic layout's COMPLETE marker; a set written by an older version
+# (other content) is written again.
+LAYOUT_VERSION = "2: NoW scans are the front face with closed eye and mouth openings\n"
 PROGRESS_EVERY_S = 10.0
 
 
@@ -177,7 +180,9 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     ``iphone_pictures/<subject>/multiview_expressions/IMG_0001.png``,
     ``imagepathsvalidation.txt``, the true *neutral* mesh as the scan
     ``scans/<subject>/<subject>.obj`` (mm; the front face only, :func:`front_face_mesh`,
-    as a face scan holds no scalp, back of the head or neck) and its 7 NoW landmarks
+    as a face scan holds no scalp, back of the head or neck, with its eye and mouth
+    openings closed, :func:`recon_tf.mesh.cap_holes`, as a scan is closed there) and
+    its 7 NoW landmarks
     ``scans_lmks_onlypp/<subject>/<subject>.pp``. With ``--out_of_model_mm``
     the faces (images and scans alike) carry that much smooth shape not drawn
     from the model (:func:`recon_tf.data.synthetic.out_of_model_offset`).
@@ -188,19 +193,20 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     """
     from recon_tf.data.synthetic import SyntheticConfig, SyntheticRenderer
     from recon_tf.export import write_obj
+    from recon_tf.mesh import cap_holes
     from recon_tf.now_eval import NOW_LANDMARK_NAMES, write_pp_landmarks
 
     seed, num = FLAGS.synthetic_seed, FLAGS.num_synthetic
     mm = FLAGS.out_of_model_mm
     root = os.path.join(parent, f"{layout}_{seed}_{num}" + (f"_oom{mm:g}mm" if mm > 0 else ""))
     marker = os.path.join(root, "COMPLETE")
-    if os.path.exists(marker):
+    if os.path.exists(marker) and open(marker).read() == LAYOUT_VERSION:
         return root
     logging.info("writing %d synthetic faces in %s's layout to %s", num, layout, root)
     fm = face_model
     renderer = SyntheticRenderer(fm, SyntheticConfig(out_of_model=mm / 100.0))
     now_ids = now_vertex_ids(fm)
-    keep, scan_tris = front_face_mesh(fm)
+    keep, front_tris = front_face_mesh(fm)
     listing = []
     for start in range(0, num, 4):
         rendered = renderer.render([renderer.sample(seed, i)
@@ -216,14 +222,15 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
             neutral = neutral_meshes_mm(fm, r["coeffs"][None])[0] + 100.0 * r["shape_offset"]
             for folder in ("scans", "scans_lmks_onlypp"):
                 os.makedirs(os.path.join(root, folder, subject), exist_ok=True)
-            write_obj(os.path.join(root, "scans", subject, f"{subject}.obj"), neutral[keep],
-                      scan_tris)
+            write_obj(os.path.join(root, "scans", subject, f"{subject}.obj"),
+                      *cap_holes(neutral[keep], front_tris)[:2])
             write_pp_landmarks(os.path.join(root, "scans_lmks_onlypp", subject, f"{subject}.pp"),
                                neutral[now_ids], NOW_LANDMARK_NAMES)
     if layout == "now":
         with open(os.path.join(root, "imagepathsvalidation.txt"), "w") as f:
             f.write("\n".join(listing) + "\n")
-    open(marker, "w").close()
+    with open(marker, "w") as f:
+        f.write(LAYOUT_VERSION)
     return root
 
 

@@ -24,7 +24,9 @@ Protocol:
   crops NoW images to 256×256 with [22]'s method; our crop is the same alignment at our
   network's input size.
 * **Scored mesh.** The NEUTRAL-expression coarse mesh (identity only, expression 0, in
-  mm), as NoW's scans are neutral; the fine stage's displacement is not part of it.
+  mm), as NoW's scans are neutral; the fine stage's displacement is not part of it. Its
+  eye and mouth openings are closed (``--cap_holes``, as ``mesh_neutral.obj``): a scan is
+  closed there, and an open mesh would be scored against the openings' rims.
 * **Metric.** :func:`recon_tf.now_eval.evaluate_scan`: NoW's crop of the scan (a sphere
   around the nose), a similarity from the 7 landmarks, rigid + scale refinement of the
   scan-to-mesh distance (``--now_iterations``), then the distance of every cropped scan
@@ -58,6 +60,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _tables  # noqa: E402  (experiments/_tables.py: what the table scripts share)
 
 FLAGS = flags.FLAGS
+flags.DEFINE_bool("cap_holes", True, "Score the neutral mesh with its eye and mouth openings "
+                  "closed (recon_tf.mesh.cap_holes), as the main job's mesh_neutral.obj; "
+                  "False scores the open mesh (for study).")
 flags.DEFINE_integer("now_iterations", 50, "Rigid (+ scale) refinement iterations of the NoW "
                      "alignment (0: landmark similarity only).")
 
@@ -103,20 +108,25 @@ class Scans:
 
 def write_prediction(root: str, record, verts_mm: np.ndarray, triangles: np.ndarray,
                      now_ids: np.ndarray) -> str:
-    """``<root>/<subject>/<experiment>/<image>.obj`` + ``.npy`` (7×3 landmarks, mm)."""
+    """``<root>/<subject>/<experiment>/<image>.obj`` + ``.npy`` (7×3 landmarks, mm);
+    with ``--cap_holes`` the mesh's openings closed (vertices appended, ids kept)."""
     from recon_tf.export import write_obj
+    from recon_tf.mesh import cap_holes
 
     stem = os.path.splitext(os.path.basename(record.image_path))[0]
     folder = os.path.join(root, record.subject, record.extra.get("expression") or "images")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, stem + ".obj")
-    write_obj(path, verts_mm, triangles)
     np.save(os.path.join(folder, stem + ".npy"), verts_mm[now_ids].astype(np.float64))
+    if FLAGS.cap_holes:
+        verts_mm, triangles = cap_holes(verts_mm, triangles)[:2]
+    write_obj(path, verts_mm, triangles)
     return path
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from recon_tf.mesh import cap_holes
     from recon_tf.now_eval import (
         cumulative_error_curve,
         evaluate_scan,
@@ -132,6 +142,7 @@ def main(argv: list[str]) -> None:
     tris = np.asarray(fm.arrays["triangles"])
     now_ids = _tables.now_vertex_ids(fm)
     mean = np.asarray(fm.arrays["mean_shape"], np.float64) * 100.0
+    mean_mesh = cap_holes(mean, tris)[:2] if FLAGS.cap_holes else (mean, tris)
     labels = {**{s.key: f"Ours: {s.label} (neutral mesh)" for s in sources},
               "mean": "Mean face (baseline)"}
     errors: dict[str, list[np.ndarray]] = {k: [] for k in labels}
@@ -164,7 +175,7 @@ def main(argv: list[str]) -> None:
             if scans.get(record) is None:
                 unscored += 1
             else:
-                score("mean", record, mean, tris, mean[now_ids])
+                score("mean", record, *mean_mesh, mean[now_ids])
     ours = [{"method": labels[k], **summarize(errors[k]), "images": len(errors[k])}
             for k in labels]
     if unscored:
@@ -177,7 +188,9 @@ def main(argv: list[str]) -> None:
               "7-landmark similarity, then rigid + scale refinement of the scan-to-mesh "
               f"distance ({FLAGS.now_iterations} iterations); errors pooled over all points "
               "of all images.",
-              "Scored mesh: the NEUTRAL-expression coarse mesh (identity only), mm.",
+              "Scored mesh: the NEUTRAL-expression coarse mesh (identity only), mm, "
+              + ("its eye and mouth openings closed (`--cap_holes`)." if FLAGS.cap_holes
+                 else "open at the eyes and mouth (`--cap_holes=false`)."),
               _tables.crop_line(renders=False) + " The paper: 256×256 crops by [22]'s method.",
               f"Cumulative error curve (Fig. 11): `{CURVE}`; predictions in NoW's submission "
               "layout: `predictions/<subject>/<experiment>/<image>.obj` + `.npy` (7×3, mm)."]

@@ -109,6 +109,85 @@ def subdivide(vertices: np.ndarray, triangles: np.ndarray, uv: np.ndarray,
     return vertices, triangles, uv, tri_uv
 
 
+def boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
+    """The boundary of a triangle mesh, loop by loop.
+
+    Args:
+      triangles: int [T, 3], consistently oriented.
+    Returns:
+      one int64 [E, 4] array per loop (connected set of boundary edges), longest
+      first: rows (u, v, t, k), the directed edge u → v as it runs in triangle t
+      from its corner k to corner (k + 1) mod 3. A closed mesh has none.
+    """
+    tris = np.asarray(triangles, np.int64)
+    corner = np.tile(np.arange(3), len(tris))
+    rows = np.repeat(np.arange(len(tris)), 3)
+    u, v = tris.ravel(), tris[:, [1, 2, 0]].ravel()
+    key = np.minimum(u, v) * (int(tris.max(initial=0)) + 1) + np.maximum(u, v)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    edges = np.stack([u, v, rows, corner], 1)[counts[inverse] == 1]
+    if not len(edges):
+        return []
+    # Boundary edges that share a vertex belong to one loop (union-find over vertices).
+    parent = {int(x): int(x) for x in np.unique(edges[:, :2])}
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges[:, :2]:
+        parent[root(int(a))] = root(int(b))
+    label = np.array([root(int(a)) for a in edges[:, 0]])
+    loops = [edges[label == r] for r in np.unique(label)]
+    return sorted(loops, key=len, reverse=True)
+
+
+def cap_holes(vertices: np.ndarray, triangles: np.ndarray, uv: np.ndarray | None = None,
+              face_uv: np.ndarray | None = None) -> tuple:
+    """Close the mesh's holes (eye and mouth openings) with a fan to each hole's centroid.
+
+    Every boundary loop but the longest (the mesh's outer border) is a hole. One
+    vertex is appended per hole, at the mean of its loop's vertices, and one
+    triangle per loop edge u → v joins it as (v, u, centre), so the caps keep
+    the mesh's orientation (every shared edge runs once each way). The model's
+    vertex ids are unchanged: caps only append. A scan is closed over the eyes
+    and a closed mouth, so a scan-to-mesh distance (NoW) must not measure those
+    points to the rim of an opening.
+
+    Args:
+      vertices: float [N, 3] (or [N, D]).
+      triangles: int [T, 3], consistently oriented.
+      uv, face_uv: optional float [U, 2] UVs and int [T, 3] per-corner UV ids;
+        a cap's centre gets the mean UV of its loop's corners.
+    Returns:
+      (vertices [N + H, ...], triangles [T + C, 3], uv [U + H, 2] or None,
+      face_uv [T + C, 3] or None), H holes, C their loop edges.
+    """
+    vertices = np.asarray(vertices)
+    tris = _check_ids(triangles, len(vertices), "triangles")
+    if (uv is None) != (face_uv is None):
+        raise ValueError("uv and face_uv must be given together")
+    holes = boundary_loops(tris)[1:]
+    centres = [vertices[np.unique(h[:, :2])].mean(axis=0) for h in holes]
+    ids = len(vertices) + np.repeat(np.arange(len(holes)), [len(h) for h in holes])
+    edges = np.concatenate(holes) if holes else np.zeros((0, 4), np.int64)
+    caps = np.stack([edges[:, 1], edges[:, 0], ids], 1).astype(tris.dtype)
+    new_vertices = np.concatenate([vertices, np.reshape(centres, (-1,) + vertices.shape[1:])])
+    new_tris = np.concatenate([tris, caps])
+    if uv is None:
+        return new_vertices, new_tris, None, None
+    uv, face_uv = np.asarray(uv), np.asarray(face_uv)
+    t, k = edges[:, 2], edges[:, 3]
+    uv_u, uv_v = face_uv[t, k], face_uv[t, (k + 1) % 3]
+    uv_centres = [uv[face_uv[h[:, 2], h[:, 3]]].mean(axis=0) for h in holes]
+    uv_ids = len(uv) + np.repeat(np.arange(len(holes)), [len(h) for h in holes])
+    cap_uv = np.stack([uv_v, uv_u, uv_ids], 1).astype(face_uv.dtype)
+    return (new_vertices, new_tris, np.concatenate([uv, np.reshape(uv_centres, (-1, 2))]),
+            np.concatenate([face_uv, cap_uv]))
+
+
 def vertex_normals_np(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (numpy twin of ``face_model.vertex_normals``).
 

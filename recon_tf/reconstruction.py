@@ -45,7 +45,10 @@ file                        content
 ``mesh_coarse.obj``         the face with its expression, face-model frame (x to
 (+ ``.mtl``,                the subject's left, y up, z out of the face), in
 ``albedo_coarse.png``)      millimetres, with UVs and the albedo map
-``mesh_neutral.obj``        the same identity, neutral expression (NoW scores it)
+``mesh_neutral.obj``        the same identity, neutral expression (NoW scores it),
+                            eye and mouth openings closed by
+                            :func:`recon_tf.mesh.cap_holes` (one vertex per
+                            opening appended; the model's vertex ids kept)
 ``render_coarse.png``       the front face rendered over the photo, photo size
 ``face_mask.png``           0/255, the pixels the rendered front face covers
 ``landmarks68.txt``         68 rows ``x y``, photo pixels (pixel centres at
@@ -541,6 +544,7 @@ class PhotoReconstructor:
         import cv2
 
         from recon_tf.export import save_png, write_obj
+        from recon_tf.mesh import cap_holes
         from recon_tf.render.uv import attributes_to_uv
 
         fm = self.face_model
@@ -553,7 +557,9 @@ class PhotoReconstructor:
         tris, uv, tri_uv = (fm.arrays[k] for k in ("triangles", "uv", "tri_uv"))
         write_obj(os.path.join(out_dir, "mesh_coarse.obj"), verts, tris, uv=uv, face_uv=tri_uv,
                   texture=albedo_map, texture_name="albedo_coarse.png")
-        write_obj(os.path.join(out_dir, "mesh_neutral.obj"), neutral, tris, uv=uv, face_uv=tri_uv)
+        closed, closed_tris, closed_uv, closed_tri_uv = cap_holes(neutral, tris, uv, tri_uv)
+        write_obj(os.path.join(out_dir, "mesh_neutral.obj"), closed, closed_tris, uv=closed_uv,
+                  face_uv=closed_tri_uv)
 
         comp, mask, lmk_dec, lmk_ids = self.render_on_photo(face, coeffs)
         ow, oh = face.original_size

@@ -8,6 +8,8 @@ import pytest
 
 from recon_tf.mesh import (
     bake_displacement,
+    boundary_loops,
+    cap_holes,
     decode_displacement_png,
     decode_normal_map_png,
     encode_displacement_png,
@@ -270,3 +272,55 @@ def test_normal_map_png_roundtrip(tmp_path, bits):
     encode_normal_map_png(np.tile([1.0, 0, 0], (4, 4, 1)), str(tmp_path / "x.png"))
     rgb = cv2.imread(str(tmp_path / "x.png"))[..., ::-1]
     np.testing.assert_array_equal(rgb[0, 0], [255, 128, 128])
+
+
+def _grid_with_holes(n: int = 8):
+    """The planar grid with two square holes (the triangles of two 2×2-cell blocks removed)."""
+    v, f, uv, tri_uv = _grid(n)
+    cell = np.arange(len(f)) // 2  # two triangles per cell, row-major cells
+    row, col = cell // (n - 1), cell % (n - 1)
+    hole = (((row >= 1) & (row <= 2)) | ((row >= 4) & (row <= 5))) & (col >= 2) & (col <= 3)
+    return v, f[~hole], uv, tri_uv[~hole]
+
+
+def test_boundary_loops_find_the_border_then_the_holes():
+    v, f, _, _ = _grid_with_holes()
+    loops = boundary_loops(f)
+    assert [len(loop) for loop in loops] == [28, 8, 8]  # outer border first, two 2×2 holes
+    for loop in loops:
+        u, w, t, k = loop.T
+        assert np.array_equal(f[t, k], u) and np.array_equal(f[t, (k + 1) % 3], w)
+    assert boundary_loops(_tetrahedron()[1]) == []
+
+
+def test_cap_holes_closes_holes_keeps_orientation_ids_and_uvs():
+    v, f, uv, tri_uv = _grid_with_holes()
+    cv, cf, cuv, ctri_uv = cap_holes(v, f, uv, tri_uv)
+    assert np.array_equal(cv[:len(v)], v) and np.array_equal(cf[:len(f)], f)
+    assert len(cv) == len(v) + 2 and len(cf) == len(f) + 16
+    assert [len(loop) for loop in boundary_loops(cf)] == [28]  # only the outer border is left
+    # Consistent orientation: every directed edge occurs once; caps face +z like the grid.
+    directed = np.concatenate([cf[:, [0, 1]], cf[:, [1, 2]], cf[:, [2, 0]]])
+    assert len(np.unique(directed, axis=0)) == len(directed)
+    assert np.all(_face_normals(cv, cf)[len(f):, 2] > 0.99)
+    # Hole centres: the middles of the removed blocks; their UVs follow (UV = xy here).
+    h = 1.0 / 7.0
+    assert np.allclose(np.sort(cv[len(v):, 1]), [2 * h, 5 * h])
+    assert np.allclose(cv[len(v):, 0], 3 * h)
+    assert np.allclose(cuv[len(uv):], cv[len(v):, :2])
+    assert np.allclose(cuv[ctri_uv], cv[cf][..., :2])
+    # A mesh without holes comes back unchanged.
+    gv, gf = _grid(4)[:2]
+    same_v, same_f, no_uv, _ = cap_holes(gv, gf)
+    assert np.array_equal(same_v, gv) and np.array_equal(same_f, gf) and no_uv is None
+
+
+def test_cap_holes_closes_the_ict_eyes_and_mouth(face_model):
+    """ICT's face region has four boundary loops: its outer border, two eye openings
+    and the mouth; capped, the neutral mesh is a disc whose caps face forwards."""
+    v = np.asarray(face_model.arrays["mean_shape"], np.float64)
+    f = np.asarray(face_model.arrays["triangles"])
+    assert len(boundary_loops(f)) == 4
+    cv, cf, _, _ = cap_holes(v, f)
+    assert len(cv) == len(v) + 3 and len(boundary_loops(cf)) == 1
+    assert np.all(vertex_normals_np(cv, cf)[len(v):, 2] > 0.9)  # z out of the face

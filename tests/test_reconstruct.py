@@ -13,6 +13,7 @@ import pytest
 from recon_tf.assets import asset_path
 from recon_tf.data.photo_variants import photo_variant
 from recon_tf.export import read_obj
+from recon_tf.mesh import boundary_loops
 from recon_tf.photo_fine import FINE_OUTPUT_FILES
 from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
 from recon_tf.reconstruction import OUTPUT_FILES, reproject
@@ -188,7 +189,11 @@ def test_outputs_are_in_millimetres_on_the_photo(run_dir):
     extent = np.ptp(mesh.vertices, axis=0)
     assert 100 < extent[0] < 250 and 100 < extent[1] < 350  # a head-sized face, in mm
     neutral = read_obj(str(d / "mesh_neutral.obj"))
-    assert neutral.vertices.shape == mesh.vertices.shape
+    # The neutral mesh is closed over the eyes and mouth (NoW scans are): the model's
+    # vertices, then one centre per opening (two eyes and the mouth of ICT's face).
+    assert neutral.vertices.shape == (len(mesh.vertices) + 3, 3)
+    assert [len(loop) for loop in boundary_loops(neutral.faces)] == [
+        len(boundary_loops(mesh.faces)[0])]
     assert mesh.material_library == "mesh_coarse.mtl"
     assert "albedo_coarse.png" in open(d / "mesh_coarse.mtl").read()
     photo = cv2.imread(str(src / "takeo.ppm"))

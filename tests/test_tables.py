@@ -101,11 +101,15 @@ def test_table4_default_data_scores_and_writes_now_submission(tmp_path, face_mod
     assert "3 mm RMS of smooth shape not drawn from the model" in open(
         tmp_path / "table4.md").read()
     from recon_tf.export import read_obj
+    from recon_tf.mesh import boundary_loops
 
-    scan = read_obj(glob.glob(str(tmp_path / "default_data" / "now_1001_2_oom3mm" / "scans" /
-                                  "*" / "*.obj"))[0]).vertices / 100.0  # dm
+    scan_mesh = read_obj(glob.glob(str(tmp_path / "default_data" / "now_1001_2_oom3mm" /
+                                       "scans" / "*" / "*.obj"))[0])
     front = np.asarray(face_model.arrays["front_mask"]) > 0.5
-    assert len(scan) == front.sum()  # the scan holds the front face only, as a face scan
+    # The scan holds the front face only, as a face scan, closed over eyes and mouth.
+    assert len(scan_mesh.vertices) == front.sum() + 3
+    assert len(boundary_loops(scan_mesh.faces)) == 1
+    scan = scan_mesh.vertices[:front.sum()] / 100.0  # dm
     mean = np.asarray(face_model.arrays["mean_shape"], np.float64)[front]
     basis = np.asarray(face_model.arrays["id_basis"], np.float64)[:, front].reshape(
         len(face_model.arrays["id_basis"]), -1).T
@@ -121,7 +125,8 @@ def test_table4_default_data_scores_and_writes_now_submission(tmp_path, face_mod
     from recon_tf.now_eval import read_now_prediction
 
     verts, faces, _ = read_now_prediction(objs[0])
-    assert verts.shape[1] == 3 and faces.shape[1] == 3
+    assert verts.shape == (face_model.num_vertices + 3, 3) and faces.shape[1] == 3
+    assert len(boundary_loops(faces)) == 1  # scored closed, as mesh_neutral.obj
     assert np.ptp(verts[:, 0]) > 50  # a face in millimetres
     curve = cv2.imread(str(tmp_path / "table4_cumulative_errors.png"))
     assert curve is not None and curve.shape[2] == 3
