@@ -99,6 +99,9 @@ def eval_photos(recon, out_dir: str) -> list[dict]:
         detector = apply_transform(face.to_original, apply_transform(
             invert(face.crop_transform), face.landmarks))
         row = {"photo": name, "nme_detector": 100 * nme_outer_eyes(detector, gt)}
+        detector_dir = os.path.join(out_dir, "detector", os.path.splitext(name)[0])
+        os.makedirs(detector_dir, exist_ok=True)
+        np.savetxt(os.path.join(detector_dir, "landmarks68.txt"), detector, fmt="%.3f")
         for label, coeffs in (("mean", zeros), ("fit", result.coeffs[i])):
             target = os.path.join(out_dir, label, os.path.splitext(name)[0])
             recon.write(face, coeffs, target)

@@ -66,7 +66,7 @@ import tensorflow as tf
 from recon_tf import losses
 from recon_tf.camera import Camera, rigid_transform, rotate_normals
 from recon_tf.face_model import FaceModel
-from recon_tf.landmarks import NUM_LANDMARKS, ContourLandmarks
+from recon_tf.landmarks import NUM_LANDMARKS, ContourLandmarks, blend_landmarks
 from recon_tf.lighting import AMBIENT_INIT, NUM_SH, sh_basis, shade
 
 GROUPS = ("identity", "expression", "albedo", "angles", "translation", "light")
@@ -217,13 +217,18 @@ class Fitter:
       landmark_ids: int [68] vertex ids of the 68 points (default the model's
         ``lmk68``; :func:`recon_tf.dense_landmarks.detector_landmark_ids` gives
         them in the detector's own convention).
+      jaw_slide: under the 2d convention, slide each jaw point along the
+        projected outline to the point nearest its target
+        (:meth:`recon_tf.landmarks.ContourLandmarks.slide_jaw`).
     """
 
     def __init__(self, face_model: FaceModel, weights: losses.CoarseLossWeights | None = None,
                  schedule: FitSchedule | None = None, identity_net=None, dense=None,
                  image_size: int = 224, camera_kind: str = "perspective",
-                 landmark_convention: str = "2d", landmark_ids: np.ndarray | None = None):
+                 landmark_convention: str = "2d", landmark_ids: np.ndarray | None = None,
+                 jaw_slide: bool = False):
         self.face_model = face_model
+        self.jaw_slide = bool(jaw_slide) and landmark_convention == "2d"
         self.layout = face_model.layout
         self.weights = weights or losses.CoarseLossWeights.for_model(face_model)
         self.schedule = schedule or FitSchedule()
@@ -259,17 +264,43 @@ class Fitter:
     def join(self, params: dict) -> tf.Tensor:
         return tf.concat([params[g] for g in GROUPS], axis=-1)
 
-    def geometry(self, params: dict, camera: Camera, fixed_jaw: tf.Tensor | None = None):
+    def geometry(self, params: dict, camera: Camera, fixed_jaw: tf.Tensor | None = None,
+                 targets: tf.Tensor | None = None):
         """Camera-space vertices, normals, pixels and the 68 landmark pixels
-        (``fixed_jaw``: see :class:`FitData`)."""
+        (``fixed_jaw``: see :class:`FitData`; ``targets`` float32 [B, 68, 2], the
+        detected points in the same pixels, let the jaw slide when ``jaw_slide``)."""
         fm = self.face_model
         verts = fm.shape(params["identity"], params["expression"])
         cam_v = rigid_transform(verts, params["angles"], params["translation"])
         normals = rotate_normals(fm.vertex_normals(verts), params["angles"])
         screen = camera.project(cam_v)
-        ids = self.contour.vertex_ids(cam_v, normals, self.camera_position(camera), fixed_jaw)
+        ids, segment, blend = self.landmark_layout(cam_v, normals, screen, camera, fixed_jaw,
+                                                   targets)
         lmk = tf.gather(screen, ids, batch_dims=1)
+        if segment is not None:
+            lmk = camera.project(blend_landmarks(tf.gather(cam_v, ids, batch_dims=1), segment,
+                                                 blend))
         return verts, cam_v, normals, screen, lmk
+
+    def landmark_layout(self, cam_v: tf.Tensor, normals: tf.Tensor, screen: tf.Tensor,
+                        camera: Camera, fixed_jaw: tf.Tensor | None = None,
+                        targets: tf.Tensor | None = None):
+        """The 68 landmarks' vertices for posed faces, and where the jaw slides.
+
+        Returns:
+          (ids int32 [B, 68], segment int32 [B, 68] or None, blend float32
+          [B, 68] or None): landmark k is the blend of the vertices ids[segment]
+          and ids[segment + 1] (:func:`recon_tf.landmarks.blend_landmarks`);
+          None without sliding (landmark k is vertex ids[k]).
+        """
+        ids = self.contour.vertex_ids(cam_v, normals, self.camera_position(camera), fixed_jaw)
+        if not self.jaw_slide or targets is None:
+            return ids, None, None
+        active = None if fixed_jaw is None else fixed_jaw <= 0.5
+        segment, blend = self.contour.slide_jaw(tf.gather(screen, ids, batch_dims=1),
+                                                tf.convert_to_tensor(targets, tf.float32),
+                                                active)
+        return ids, segment, blend
 
     def render_front(self, params: dict, camera: Camera, cam_v: tf.Tensor, normals: tf.Tensor
                      ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -310,7 +341,8 @@ class Fitter:
         """
         camera = self.camera(size)
         ratio = size / float(self.image_size)
-        verts, cam_v, normals, screen, lmk = self.geometry(params, camera, data.fixed_jaw)
+        verts, cam_v, normals, screen, lmk = self.geometry(params, camera, data.fixed_jaw,
+                                                           data.landmarks * ratio)
         coeffs = self.layout.split(self.join(params))
         batch = tf.shape(cam_v)[0]
         zero = tf.zeros([batch], tf.float32)
@@ -402,7 +434,7 @@ class Fitter:
     def reweight(self, params: dict, data: FitData, scale_px: float) -> FitData:
         """Down-weight landmarks the current fit disagrees with (Geman–McClure)."""
         camera = self.camera(self.image_size)
-        lmk = self.geometry(params, camera, data.fixed_jaw)[-1]
+        lmk = self.geometry(params, camera, data.fixed_jaw, data.landmarks)[-1]
         r = tf.norm((lmk - data.landmarks) * (losses.REFERENCE_CROP / self.image_size), axis=-1)
         w = 1.0 / (1.0 + tf.square(r / scale_px))
         return data._replace(landmark_weights=data.landmark_weights * w)

@@ -27,6 +27,19 @@ The choice of index carries no gradient (it is a discrete selection); the
 gradient reaches the chosen vertex's position, as in 3DDFA and Deep3DFace's
 successors.
 
+**Sliding along the contour** (:meth:`ContourLandmarks.slide_jaw`, the
+nearest-silhouette search; optional). The strips fix *where along* the
+outline each jaw point sits (at its vertex's height), and annotations and
+detectors space their jaw points differently (on the annotated photos both
+PFLD's points and the fit's sit up to 10–27 % of the outer-eye distance from
+the annotation *along* the outline). With sliding, each jaw point is the point
+of the projected outline (the polyline through the 17 silhouette points)
+nearest its target (the detected point), searched over the segments within
+``JAW_SLIDE_WINDOW`` points of its own: the landmark term then measures only
+how far the outline is from the detected contour, not how the two conventions
+space their points. The segment and the blend weight carry no gradient; the
+point is the blend of the segment's two camera-space vertices, projected.
+
 **NoW's 7 points** (:data:`NOW_FROM_IBUG`): right-eye outer, right-eye inner,
 left-eye inner, left-eye outer, nose bottom, right mouth corner, left mouth
 corner (subject's right = iBUG 36, 39, 42, 45, 33, 48, 54).
@@ -42,6 +55,8 @@ JAW = tuple(range(17))
 CHIN = 8
 # Fraction of the way from a jaw vertex to the midline that its candidate strip covers.
 CONTOUR_REACH = 0.55
+# A sliding jaw point searches the outline's segments within this many points of its own.
+JAW_SLIDE_WINDOW = 2
 # iBUG ids of NoW's 7 landmarks (subject's right first).
 NOW_FROM_IBUG = (36, 39, 42, 45, 33, 48, 54)
 # Landmark weights of the fit (Deep3DFace: 20 on the nose and inner mouth, 1 elsewhere).
@@ -194,8 +209,61 @@ class ContourLandmarks:
         jaw_ids = tf.gather_nd(self.candidates, tf.stack([rows, best], axis=-1))  # [B, 17]
         return tf.stop_gradient(tf.concat([jaw_ids, fixed[:, 17:]], axis=1))
 
+    @staticmethod
+    def slide_jaw(screen_lmk: tf.Tensor, targets: tf.Tensor, active: tf.Tensor | None = None,
+                  window: int = JAW_SLIDE_WINDOW) -> tuple[tf.Tensor, tf.Tensor]:
+        """Where each jaw point sits on the projected outline: nearest its target.
+
+        Args:
+          screen_lmk: float32 [B, 68, 2] image positions of the 68 landmark
+            vertices (:meth:`vertex_ids`: the jaw's on the silhouette, in order).
+          targets: float32 [B, 68, 2] the detected points, same pixels.
+          active: optional bool [B]; False rows keep their vertices (e.g.
+            examples whose landmarks come from a 3d source).
+          window: jaw point k searches the segments (i, i + 1) with
+            k − window ≤ i and i + 1 ≤ k + window.
+        Returns:
+          (segment int32 [B, 68], blend float32 [B, 68] in [0, 1]), no gradient:
+          landmark k is (1 − blend) · P[segment] + blend · P[segment + 1] of the
+          68 landmark vertices P (:func:`blend_landmarks`); points 17–67 and
+          inactive rows are (k, 0).
+        """
+        jaw = len(JAW)
+        a = screen_lmk[:, :jaw - 1]  # segment starts [B, 16, 2]
+        d = screen_lmk[:, 1:jaw] - a
+        rel = targets[:, :jaw, None] - a[:, None]  # [B, 17, 16, 2]
+        length2 = tf.maximum(tf.reduce_sum(d * d, axis=-1), 1e-12)[:, None]
+        t = tf.clip_by_value(tf.reduce_sum(rel * d[:, None], axis=-1) / length2, 0.0, 1.0)
+        gap = tf.reduce_sum(tf.square(rel - t[..., None] * d[:, None]), axis=-1)
+        k, i = np.meshgrid(np.arange(jaw), np.arange(jaw - 1), indexing="ij")
+        allowed = tf.constant((i >= k - window) & (i + 1 <= k + window))
+        seg = tf.argmin(tf.where(allowed[None], gap, np.inf), axis=-1, output_type=tf.int32)
+        blend = tf.gather(t, seg, batch_dims=2)
+        batch = tf.shape(screen_lmk)[0]
+        rest = tf.tile(tf.range(jaw, NUM_LANDMARKS)[None], [batch, 1])
+        seg = tf.concat([seg, rest], axis=1)
+        blend = tf.concat([blend, tf.zeros(tf.shape(rest), tf.float32)], axis=1)
+        if active is not None:
+            seg = tf.where(active[:, None], seg, tf.range(NUM_LANDMARKS)[None])
+            blend = tf.where(active[:, None], blend, 0.0)
+        return tf.stop_gradient(seg), tf.stop_gradient(blend)
+
     def points(self, cam_vertices: tf.Tensor, cam_normals: tf.Tensor,
                camera_position: tf.Tensor) -> tf.Tensor:
         """Camera-space 3D landmark positions, float32 [B, 68, 3] (differentiable)."""
         ids = self.vertex_ids(cam_vertices, cam_normals, camera_position)
         return tf.gather(cam_vertices, ids, batch_dims=1)
+
+
+def blend_landmarks(points: tf.Tensor, segment: tf.Tensor, blend: tf.Tensor) -> tf.Tensor:
+    """(1 − blend) · points[segment] + blend · points[segment + 1] per landmark.
+
+    Args:
+      points: float32 [B, 68, C] (the 68 landmark vertices' positions).
+      segment, blend: [B, 68] from :meth:`ContourLandmarks.slide_jaw`.
+    Returns:
+      float32 [B, 68, C]; differentiable in ``points``.
+    """
+    start = tf.gather(points, segment, batch_dims=1)
+    end = tf.gather(points, tf.minimum(segment + 1, NUM_LANDMARKS - 1), batch_dims=1)
+    return start + blend[..., None] * (end - start)

@@ -52,14 +52,19 @@ file                        content
 ``render_coarse.png``       the front face rendered over the photo, photo size
 ``face_mask.png``           0/255, the pixels the rendered front face covers
 ``landmarks68.txt``         68 rows ``x y``, photo pixels (pixel centres at
-                            integers), iBUG order, jaw on the silhouette,
-                            projected from the mesh
+                            integers), iBUG order, jaw on the silhouette (with
+                            the fitter's ``jaw_slide``, each jaw point where the
+                            outline is nearest the detected point), projected
+                            from the mesh
 ``now_landmarks.txt``       7 rows ``x y z`` (mm) on ``mesh_coarse.obj``, NoW
                             order (subject's right first)
 ``now_landmarks_neutral.txt`` the same 7 vertices on ``mesh_neutral.obj``: with
                             it, the NoW submission pair (mesh + landmarks)
 ``coeffs.npz``              coefficients by group, camera, pose, crop transform,
-                            the 68 landmarks' vertex ids
+                            the 68 landmarks' vertices: point k is
+                            (1 − b) · v[landmark_ids[k]] + b · v[landmark_ids_next[k]],
+                            b = landmark_blend[k] (non-zero only where a jaw point
+                            slides along the outline)
 ==========================  ====================================================
 
 With :class:`recon_tf.photo_fine.FineSettings` (:mod:`recon_tf.photo_fine`) the fine
@@ -522,18 +527,29 @@ class PhotoReconstructor:
         Returns:
           (composite uint8 [H, W, 3], front-face mask bool [H, W],
           landmarks float32 [68, 2] in decoded pixels, pixel centres at integers,
-          their vertex ids int32 [68] (the jaw's depend on the pose)).
+          (their vertex pairs int32 [68, 2], blend float32 [68]): landmark k is
+          (1 − blend) · v[pair[k, 0]] + blend · v[pair[k, 1]], projected; the
+          jaw's depend on the pose, and blend is 0 unless the jaw slides).
         """
         camera = self.photo_camera(face)
         params = self.fitter.split(np.asarray(coeffs, np.float32)[None])
-        _, cam_v, normals, screen, lmk = self.fitter.geometry(params, camera)
-        lmk_ids = self.fitter.contour.vertex_ids(cam_v, normals,
-                                                 self.fitter.camera_position(camera))
+        targets = (apply_transform(invert(face.crop_transform), face.landmarks)
+                   + PIXEL_CENTER)[None]
+        _, cam_v, normals, screen, lmk = self.fitter.geometry(params, camera, targets=targets)
+        ids, segment, blend = self.fitter.landmark_layout(cam_v, normals, screen, camera,
+                                                          targets=targets)
+        ids = ids[0].numpy()
+        if segment is None:
+            lmk_ids = np.stack([ids, ids], axis=1), np.zeros(len(ids), np.float32)
+        else:
+            seg = segment[0].numpy()
+            lmk_ids = (np.stack([ids[seg], ids[np.minimum(seg + 1, len(ids) - 1)]], axis=1),
+                       blend[0].numpy())
         window, x0, y0 = self.face_window(camera, screen[0].numpy())
         rendered, covered = self.fitter.render_front(params, window, cam_v, normals)
         comp, mask = paste(face.pixels, rendered[0].numpy(), covered[0, ..., 0].numpy() > 0.5,
                            x0, y0)
-        return comp, mask, lmk[0].numpy() - PIXEL_CENTER, lmk_ids[0].numpy()
+        return comp, mask, lmk[0].numpy() - PIXEL_CENTER, lmk_ids
 
     def write(self, face: PreparedFace, coeffs: np.ndarray, out_dir: str) -> dict:
         """Write one face's outputs (see the module docstring) into ``out_dir``.
@@ -579,7 +595,7 @@ class PhotoReconstructor:
         return {"landmarks68": lmk_orig}
 
     def _write_coeffs(self, path: str, face: PreparedFace, coeffs: np.ndarray,
-                      landmark_ids: np.ndarray) -> None:
+                      landmark_ids: tuple[np.ndarray, np.ndarray]) -> None:
         fm = self.face_model
         c = fm.layout.split(tf.constant(coeffs[None], tf.float32))
         to_crop = compose(face.crop_transform, invert(face.to_original))  # original → crop
@@ -598,7 +614,9 @@ class PhotoReconstructor:
                  principal_point=np.asarray(camera.center, np.float64),
                  camera_distance=camera.distance, image_size=np.array([oh, ow]),
                  crop_transform=to_crop.astype(np.float64), crop_size=self.fitter.image_size,
-                 landmark_ids=np.asarray(landmark_ids, np.int32),
+                 landmark_ids=np.asarray(landmark_ids[0][:, 0], np.int32),
+                 landmark_ids_next=np.asarray(landmark_ids[0][:, 1], np.int32),
+                 landmark_blend=np.asarray(landmark_ids[1], np.float32),
                  face_model=fm.name, units="translation in decimetres; mesh files in mm")
         os.replace(tmp, path)
 

@@ -220,3 +220,53 @@ def test_the_face_window_renders_the_pixels_of_the_whole_photo(face_model, kind)
     expected = np.where(whole[..., None], np.clip(full[0].numpy(), 0, 1) * 255 + 0.5, photo)
     assert np.abs(comp.astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
     assert np.array_equal(comp[~whole], photo[~whole])
+
+
+def test_the_jaw_slides_along_the_outline_to_the_detected_points():
+    """slide_jaw: each jaw point goes to the outline point nearest its target, within
+    its window; the residual left is the target's distance from the outline."""
+    from recon_tf.landmarks import blend_landmarks
+
+    screen = np.zeros((2, 68, 2), np.float32)
+    screen[:, :17, 0] = np.arange(17)  # the outline: the x axis, point k at x = k
+    screen[:, 17:] = np.random.default_rng(0).normal(size=(2, 51, 2))
+    targets = screen.copy()
+    targets[:, :17] += [0.3, 1.0]  # 0.3 along the outline, 1 px off it
+    targets[:, 3] = [10.0, 0.5]  # far along: point 3 may reach point 5 at most
+    seg, blend = ContourLandmarks.slide_jaw(tf.constant(screen), tf.constant(targets),
+                                            active=tf.constant([True, False]))
+    points = tf.constant(screen)
+    with tf.GradientTape() as tape:
+        tape.watch(points)
+        slid = blend_landmarks(points, seg, blend)
+        one = slid[0, 7, 0]
+    expected = screen[0].copy()
+    expected[:17, 0] += 0.3
+    expected[16, 0] = 16.0  # the outline ends at point 16
+    expected[3, 0] = 5.0
+    np.testing.assert_allclose(slid[0].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(slid[1].numpy(), screen[1])  # inactive row: vertices
+    np.testing.assert_array_equal(seg[0, 17:].numpy(), np.arange(17, 68))
+    # The gradient reaches the two vertices of the segment, weighted 1 − blend and blend.
+    grad = tape.gradient(one, points)[0, :, 0].numpy()
+    np.testing.assert_allclose(grad[[7, 8]], [0.7, 0.3], atol=1e-5)
+    assert np.count_nonzero(grad) == 2
+
+
+def test_a_sliding_jaw_fit_ignores_where_along_the_outline_the_points_sit(face_model):
+    """With jaw_slide, jaw targets moved along the fitted face's own outline cost no
+    landmark error; without it they do."""
+    truth = _truth(face_model, batch=1)
+    data = _observe(face_model, truth)
+    moved = data.landmarks.numpy().copy()
+    jaw = moved[0, :17]
+    moved[0, 1:16] = jaw[1:16] + 0.4 * (jaw[2:17] - jaw[1:16])  # 40 % towards the next point
+    data = data._replace(landmarks=tf.constant(moved))
+    weights = CoarseLossWeights.for_model(face_model, id_weight=0.0)
+    params = None
+    costs = {}
+    for slide in (False, True):
+        fitter = Fitter(face_model, weights, FAST, image_size=112, jaw_slide=slide)
+        params = fitter.split(truth)
+        costs[slide] = float(fitter.objective(params, data, 112, False, False, None)["lmk"][0])
+    assert costs[True] < 0.05 * costs[False]

@@ -230,8 +230,10 @@ def test_coeffs_reproject_the_mesh_onto_the_landmarks(run_dir, stem, atol):
     with np.load(d / "coeffs.npz") as c:
         assert str(c["face_model"])
         assert c["crop_transform"].shape == (2, 3)
-        ids = c["landmark_ids"]
-    projected = reproject(str(d / "coeffs.npz"), mesh.vertices[ids])
+        ids, after, blend = c["landmark_ids"], c["landmark_ids_next"], c["landmark_blend"]
+    assert np.any(blend[:17] > 0) and not np.any(blend[17:])  # only the jaw slides
+    points = (1 - blend[:, None]) * mesh.vertices[ids] + blend[:, None] * mesh.vertices[after]
+    projected = reproject(str(d / "coeffs.npz"), points)
     np.testing.assert_allclose(projected, np.loadtxt(d / "landmarks68.txt"), atol=atol)
 
 

@@ -51,6 +51,9 @@ flags.DEFINE_enum("landmarker", "pfld", ["pfld", "dlib", "fan"],
 flags.DEFINE_enum("landmark_convention", None, ["2d", "3d"],
                   "Jaw contour: 2d = silhouette (PFLD, dlib, iBUG), 3d = fixed vertices (FAN); "
                   "default: the --landmarker's own (3d for fan, else 2d).")
+flags.DEFINE_bool("jaw_slide", True, "2d convention: each jaw point slides along the fitted "
+                  "outline to the point nearest the detected one (the landmark term sees only "
+                  "the outline's distance; recon_tf.landmarks.ContourLandmarks.slide_jaw).")
 flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggface", "none"],
                   "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
 flags.DEFINE_bool("dense_landmarks", True,
@@ -210,7 +213,8 @@ def build_reconstructor():
         landmark_ids = detector_landmark_ids(face_model, preprocessor)
     fitter = Fitter(face_model, weights, schedule, identity_net=identity, dense=dense,
                     image_size=FLAGS.image_size, camera_kind=FLAGS.camera,
-                    landmark_convention=landmark_convention(), landmark_ids=landmark_ids)
+                    landmark_convention=landmark_convention(), landmark_ids=landmark_ids,
+                    jaw_slide=FLAGS.jaw_slide)
     from recon_tf.landmarks import deep3d_landmark_weights
 
     weights = deep3d_landmark_weights() if FLAGS.landmark_weights == "deep3d" else None
