@@ -200,8 +200,10 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     mm = FLAGS.out_of_model_mm
     root = os.path.join(parent, f"{layout}_{seed}_{num}" + (f"_oom{mm:g}mm" if mm > 0 else ""))
     marker = os.path.join(root, "COMPLETE")
-    if os.path.exists(marker) and open(marker).read() == LAYOUT_VERSION:
-        return root
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if f.read() == LAYOUT_VERSION:
+                return root
     logging.info("writing %d synthetic faces in %s's layout to %s", num, layout, root)
     fm = face_model
     renderer = SyntheticRenderer(fm, SyntheticConfig(out_of_model=mm / 100.0))

@@ -29,7 +29,8 @@ Protocol:
   are counted.
 
 Prints Markdown tables (pasted into the README) and writes them to
-``--output/fit_eval.md``.
+``--output/fit_eval.md``; each row's outputs go to ``--output/dense_<setting>/<row>/<photo>/``
+(``detector/<photo>/landmarks68.txt``: the detector's own points, photo pixels).
 """
 
 from __future__ import annotations
