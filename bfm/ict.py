@@ -30,7 +30,10 @@ Conversion choices (ours; documented in the README):
   alternatives that ICT-FaceKit's README lists for the jaw (right jawline for
   Multi-PIE 0–7, left for 9–16), kept where they differ from ``lmk68``; the
   2D landmark convention slides the jaw points towards them on the side turned
-  towards the camera (:mod:`recon_tf.landmarks`).
+  towards the camera (:mod:`recon_tf.landmarks`). ``lmk68_output``
+  (:data:`ICT_OUTPUT_LANDMARKS`, ours): the vertices that ``landmarks68.txt``
+  reports for points 17–67, calibrated on in-the-wild fits by
+  ``tools/calibrate_landmarks.py`` (README, "Output landmarks").
 
 Command line: ``python -m bfm.convert --source=ict_obj --input=FaceXModel --output=ict.npz``.
 """
@@ -65,6 +68,32 @@ PHOTO_EXPRESSIONS = ("jawOpen", "mouthSmile", "browDown", "browInnerUp", "browOu
 # ICT-FaceKit README's jawline vertex ids (0-based) for Multi-PIE jaw points 0–7 and 9–16.
 ICT_JAWLINE = ((1278, 1272, 12, 1834, 243, 781, 2199, 1447),
                (3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496))
+
+# Vertex ids reported for iBUG points 17–67 (``lmk68_output``; ours): where PFLD puts each
+# point on the main job's fits of the 79 faces of images/faces (2026-11-27), chosen by
+# tools/calibrate_landmarks.py (6 mm radius; a group only where it lowered the fit–detector
+# distance on held-out photos: not the nose).
+ICT_OUTPUT_LANDMARKS = (
+    # brows 17–26
+    270, 1009, 1031, 2039, 2026, 4223, 4235, 3251, 3229, 2511,
+    # nose 27–35 (lmk68: not re-chosen)
+    978, 4527, 4942, 4857, 1140, 2075, 1147, 4269, 3360,
+    # eyes 36–47
+    568, 1576, 1573, 1526, 575, 581, 3740, 3787, 3790, 2809, 2822, 2816,
+    # mouth 48–67
+    5926, 5695, 2081, 5525, 4275, 6200, 6431, 6346, 6480, 5518, 5976, 5841,
+    5916, 6039, 5526, 6543, 6421, 6484, 5515, 5980,
+)
+
+
+def output_landmark_ids(lmk68: np.ndarray, num_vertices: int) -> np.ndarray:
+    """int32 [68]: ``lmk68`` with points 17–67 taken from :data:`ICT_OUTPUT_LANDMARKS`
+    (kept from ``lmk68`` where an id is outside the mesh)."""
+    ids = np.asarray(lmk68, np.int32).copy()
+    table = np.asarray(ICT_OUTPUT_LANDMARKS, np.int32)
+    inner = ids[17:]
+    ids[17:] = np.where(table < num_vertices, table, inner)
+    return ids
 
 
 def jawline_ids(lmk68: np.ndarray, num_vertices: int) -> np.ndarray:
@@ -172,6 +201,7 @@ def build_model(mean_cm: np.ndarray, id_basis_cm: np.ndarray, exp_basis_cm: np.n
         "albedo_provenance": PROVENANCE,
         "triangles": tris, "uv": uv_c, "tri_uv": tri_uv_c, "lmk68": lmk68,
         "front_mask": front, "jawline": jawline_ids(lmk68, len(mean)),
+        "lmk68_output": output_landmark_ids(lmk68, len(mean)),
         "skin_mask": (front * (1.0 - hidden)).astype(np.float32),
         "name": "ict_facekit",
     }

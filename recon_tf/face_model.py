@@ -45,6 +45,12 @@ key                     shape, dtype       meaning
                                            of the jaw-bone outline seen on the side
                                            turned towards the camera (−1: none;
                                            :mod:`recon_tf.landmarks`)
+``lmk68_output``        [68] int32         optional; the vertices the main job
+                                           reports as points 17–67 of
+                                           ``landmarks68.txt``: where 2D detectors
+                                           and iBUG annotators put each point on
+                                           fitted faces (absent: ``lmk68``;
+                                           :func:`recon_tf.landmarks.calibrate_output_landmarks`)
 ======================  =================  ==========================================
 
 Colour space: albedo, rendered images and photos are all in the same
@@ -74,7 +80,7 @@ REQUIRED_KEYS = {
     "uv": (None, 2), "tri_uv": (None, 3), "lmk68": (68,), "skin_mask": (None,),
 }
 OPTIONAL_KEYS = {"front_mask": (None,), "exp_bounds": (None, 2), "exp_names": (None,),
-                 "jawline": (17,)}
+                 "jawline": (17,), "lmk68_output": (68,)}
 FLOAT_KEYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "albedo_basis", "uv",
               "skin_mask", "front_mask", "exp_bounds")
 STRING_KEYS = ("name", "albedo_provenance")
@@ -129,7 +135,7 @@ def _validate_optional(arrays: dict) -> None:
     """Shapes and values of the optional keys that are present."""
     rows = {"front_mask": arrays["mean_shape"].shape[0],
             "exp_bounds": arrays["exp_basis"].shape[0],
-            "exp_names": arrays["exp_basis"].shape[0], "jawline": 17}
+            "exp_names": arrays["exp_basis"].shape[0], "jawline": 17, "lmk68_output": 68}
     for key, expected in OPTIONAL_KEYS.items():
         if key not in arrays:
             continue
@@ -146,6 +152,10 @@ def _validate_optional(arrays: dict) -> None:
         jaw = np.asarray(arrays["jawline"])
         if jaw.min() < -1 or jaw.max() >= arrays["mean_shape"].shape[0]:
             raise FaceModelFormatError("'jawline' ids must be -1 or vertex ids")
+    if "lmk68_output" in arrays:
+        ids = np.asarray(arrays["lmk68_output"])
+        if ids.min() < 0 or ids.max() >= arrays["mean_shape"].shape[0]:
+            raise FaceModelFormatError("'lmk68_output' must hold vertex ids")
     if "front_mask" in arrays and not np.all(np.isfinite(arrays["front_mask"])):
         raise FaceModelFormatError("'front_mask' contains NaN or Inf")
 
@@ -161,8 +171,9 @@ def save_face_model(path: str, arrays: dict) -> None:
     for key in FLOAT_KEYS:
         if key in out:
             out[key] = out[key].astype(np.float32)
-    if "jawline" in out:
-        out["jawline"] = out["jawline"].astype(np.int32)
+    for key in ("jawline", "lmk68_output"):
+        if key in out:
+            out[key] = out[key].astype(np.int32)
     if "exp_names" in out:
         out["exp_names"] = out["exp_names"].astype(str)
     folder = os.path.dirname(os.path.abspath(path))
@@ -254,6 +265,8 @@ class FaceModel:
         unbounded (PCA) expressions.
       exp_names: list of str, the expression names (may be empty).
       albedo_provenance: str, how the albedo basis was made.
+      lmk68_output: int32 [68] numpy, the vertices reported as points 17–67 of
+        ``landmarks68.txt`` (``lmk68`` when the file has none).
       geometry_hash: str, :func:`geometry_hash` of the model.
       name: str; num_vertices: int; arrays: the numpy dict.
     """
@@ -285,6 +298,7 @@ class FaceModel:
         self.uv = tf.constant(arrays["uv"], tf.float32)
         self.tri_uv = tf.constant(arrays["tri_uv"], tf.int32)
         self.lmk68 = tf.constant(arrays["lmk68"], tf.int32)
+        self.lmk68_output = np.asarray(arrays.get("lmk68_output", arrays["lmk68"]), np.int32)
         self.skin_mask = tf.constant(arrays["skin_mask"], tf.float32)
         self.front_mask = tf.constant(arrays.get("front_mask", np.ones(self.num_vertices)),
                                       tf.float32)

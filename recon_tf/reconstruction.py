@@ -54,7 +54,9 @@ file                        content
 ``landmarks68.txt``         68 rows ``x y``, photo pixels (pixel centres at
                             integers), iBUG order, jaw on the silhouette (with
                             the fitter's ``jaw_slide``, each jaw point where the
-                            outline is nearest the detected point), projected
+                            outline is nearest the detected point), points
+                            17–67 on the face model's ``lmk68_output`` vertices
+                            (where annotators put them on fitted faces), projected
                             from the mesh
 ``now_landmarks.txt``       7 rows ``x y z`` (mm) on ``mesh_coarse.obj``, NoW
                             order (subject's right first)
@@ -64,7 +66,8 @@ file                        content
                             the 68 landmarks' vertices: point k is
                             (1 − b) · v[landmark_ids[k]] + b · v[landmark_ids_next[k]],
                             b = landmark_blend[k] (non-zero only where a jaw point
-                            slides along the outline)
+                            slides along the outline); detected_landmarks68: the
+                            detector's 68 points the fit followed (photo pixels)
 ==========================  ====================================================
 
 With :class:`recon_tf.photo_fine.FineSettings` (:mod:`recon_tf.photo_fine`) the fine
@@ -91,7 +94,7 @@ import tensorflow as tf
 from recon_tf.camera import PIXEL_CENTER, Camera, rigid_transform, rotation_matrix
 from recon_tf.face_model import FaceModel
 from recon_tf.fitting import FitResult, Fitter, make_fit_data
-from recon_tf.landmarks import NOW_FROM_IBUG
+from recon_tf.landmarks import JAW, NOW_FROM_IBUG
 from recon_tf.preprocess.align import apply_transform, compose, invert
 
 DM_TO_MM = 100.0
@@ -239,13 +242,20 @@ class PhotoReconstructor:
       refine_steps: with a predictor: photometric fitting steps from its
         prediction (:func:`recon_tf.fitting.refine_schedule`; 0 keeps it).
       fine: a :class:`FineSettings` to add the fine outputs, or None.
+      output_landmark_ids: int [68], the vertices reported as points 17–67 of
+        ``landmarks68.txt`` (the face model's calibrated ``lmk68_output``,
+        :attr:`recon_tf.face_model.FaceModel.lmk68_output`); the jaw, 0–16, stays
+        the fitter's silhouette. None reports the fitter's own points.
     """
 
     def __init__(self, face_model: FaceModel, fitter: Fitter, preprocessor, facemesh=None,
                  uv_size: int = 512, fit_features: bool = True,
                  landmark_weights: np.ndarray | None = None, predictor=None,
-                 refine_steps: int = 0, fine=None):
+                 refine_steps: int = 0, fine=None,
+                 output_landmark_ids: np.ndarray | None = None):
         self.face_model = face_model
+        self.output_landmark_ids = (None if output_landmark_ids is None else
+                                    np.asarray(output_landmark_ids, np.int32))
         self.predictor = predictor
         self.refine_steps = int(refine_steps)
         self.fine = fine
@@ -529,7 +539,8 @@ class PhotoReconstructor:
           landmarks float32 [68, 2] in decoded pixels, pixel centres at integers,
           (their vertex pairs int32 [68, 2], blend float32 [68]): landmark k is
           (1 − blend) · v[pair[k, 0]] + blend · v[pair[k, 1]], projected; the
-          jaw's depend on the pose, and blend is 0 unless the jaw slides).
+          jaw's depend on the pose, and blend is 0 unless the jaw slides; points
+          17–67 are ``output_landmark_ids``' when given).
         """
         camera = self.photo_camera(face)
         params = self.fitter.split(np.asarray(coeffs, np.float32)[None])
@@ -544,12 +555,18 @@ class PhotoReconstructor:
         else:
             seg = segment[0].numpy()
             lmk_ids = (np.stack([ids[seg], ids[np.minimum(seg + 1, len(ids) - 1)]], axis=1),
-                       blend[0].numpy())
+                       np.array(blend[0]))
+        lmk = np.array(lmk[0])
+        if self.output_landmark_ids is not None:
+            inner = self.output_landmark_ids[len(JAW):]
+            lmk[len(JAW):] = screen[0].numpy()[inner]
+            lmk_ids[0][len(JAW):] = inner[:, None]
+            lmk_ids[1][len(JAW):] = 0.0
         window, x0, y0 = self.face_window(camera, screen[0].numpy())
         rendered, covered = self.fitter.render_front(params, window, cam_v, normals)
         comp, mask = paste(face.pixels, rendered[0].numpy(), covered[0, ..., 0].numpy() > 0.5,
                            x0, y0)
-        return comp, mask, lmk[0].numpy() - PIXEL_CENTER, lmk_ids
+        return comp, mask, lmk - PIXEL_CENTER, lmk_ids
 
     def write(self, face: PreparedFace, coeffs: np.ndarray, out_dir: str) -> dict:
         """Write one face's outputs (see the module docstring) into ``out_dir``.
@@ -617,6 +634,8 @@ class PhotoReconstructor:
                  landmark_ids=np.asarray(landmark_ids[0][:, 0], np.int32),
                  landmark_ids_next=np.asarray(landmark_ids[0][:, 1], np.int32),
                  landmark_blend=np.asarray(landmark_ids[1], np.float32),
+                 detected_landmarks68=apply_transform(compose(
+                     face.to_original, invert(face.crop_transform)), face.landmarks),
                  face_model=fm.name, units="translation in decimetres; mesh files in mm")
         os.replace(tmp, path)
 
@@ -640,6 +659,39 @@ def paste(photo: np.ndarray, render: np.ndarray, covered: np.ndarray, x0: int, y
     pixels = np.clip(np.nan_to_num(render[covered].astype(np.float64)) * 255.0 + 0.5, 0, 255)
     comp[y0:y0 + h, x0:x0 + w][covered] = pixels.astype(np.uint8)
     return comp, mask
+
+
+def read_fitted_faces(root: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every fitted face under a main-job output folder (each ``coeffs.npz`` with
+    its ``mesh_coarse.obj``), projected back onto its photo.
+
+    Returns:
+      (screens float [F, N, 2]: each face's vertices on its photo (:func:`reproject`),
+      detected float [F, 68, 2]: the detector's points (``detected_landmarks68``),
+      photos: F photo names, the first folder under ``root``).
+    Raises:
+      FileNotFoundError: no fitted face under ``root``.
+      ValueError: a ``coeffs.npz`` without ``detected_landmarks68`` (an older
+        main job wrote it: run it again).
+    """
+    from recon_tf.export import read_obj
+
+    screens, detected, photos = [], [], []
+    for folder, _, files in sorted(os.walk(root)):
+        if "coeffs.npz" not in files or "mesh_coarse.obj" not in files:
+            continue
+        path = os.path.join(folder, "coeffs.npz")
+        with np.load(path) as d:
+            if "detected_landmarks68" not in d.files:
+                raise ValueError(f"{path} has no detected_landmarks68: an older "
+                                 "tools/reconstruct.py wrote it; run it again")
+            detected.append(np.asarray(d["detected_landmarks68"], np.float64))
+        screens.append(reproject(path, read_obj(os.path.join(folder, "mesh_coarse.obj")).vertices))
+        photos.append(os.path.relpath(folder, root).split(os.sep)[0])
+    if not screens:
+        raise FileNotFoundError(f"no coeffs.npz + mesh_coarse.obj under {root}: run "
+                                "tools/reconstruct.py --output=<it> first")
+    return np.stack(screens), np.stack(detected), photos
 
 
 def reproject(coeffs_npz: str, vertices_mm: np.ndarray) -> np.ndarray:

@@ -136,10 +136,12 @@ def test_optional_keys_roundtrip_and_default_for_old_files(tmp_path, tiny_arrays
     np.testing.assert_array_equal(old.front_mask.numpy(), np.ones(16))
     assert old.exp_bounds is None and old.exp_names == []
     assert old.albedo_provenance == "unknown"
+    np.testing.assert_array_equal(old.lmk68_output, tiny_arrays["lmk68"])
     extra = dict(tiny_arrays, front_mask=np.linspace(0, 1, 16, dtype=np.float32),
                  exp_bounds=np.tile([[0.0, 1.0]], (4, 1)).astype(np.float32),
                  exp_names=np.array(["jawOpen", "a_L", "a_R", "b"]),
-                 albedo_provenance="made by hand")
+                 albedo_provenance="made by hand",
+                 lmk68_output=(np.arange(68) * 7 % 16).astype(np.int64))
     path = str(tmp_path / "m.npz")
     save_face_model(path, extra)
     fm = load_face_model(path, CoeffLayout(5, 3, 6))
@@ -147,6 +149,12 @@ def test_optional_keys_roundtrip_and_default_for_old_files(tmp_path, tiny_arrays
     np.testing.assert_array_equal(fm.exp_bounds.numpy(), [[0, 1]] * 3)  # cut to the layout
     assert fm.exp_names == ["jawOpen", "a_L", "a_R", "b"]
     assert fm.albedo_provenance == "made by hand"
+    np.testing.assert_array_equal(fm.lmk68_output, extra["lmk68_output"])
+    assert fm.lmk68_output.dtype == np.int32
+    with pytest.raises(FaceModelFormatError, match="'lmk68_output' must hold vertex ids"):
+        FaceModel(dict(extra, lmk68_output=np.full(68, 16)))
+    with pytest.raises(FaceModelFormatError, match="'lmk68_output' has shape"):
+        FaceModel(dict(extra, lmk68_output=np.zeros(67, np.int32)))
     with pytest.raises(FaceModelFormatError, match="'exp_bounds' has shape"):
         FaceModel(dict(extra, exp_bounds=np.zeros((3, 2), np.float32)))
     with pytest.raises(FaceModelFormatError, match="low <= high"):

@@ -220,10 +220,11 @@ def test_outputs_are_in_millimetres_on_the_photo(run_dir):
 
 
 @pytest.mark.parametrize("stem, atol", [("takeo", 0.05), ("takeo_wide", 1.0)])
-def test_coeffs_reproject_the_mesh_onto_the_landmarks(run_dir, stem, atol):
+def test_coeffs_reproject_the_mesh_onto_the_landmarks(run_dir, face_model, stem, atol):
     """coeffs.npz's camera re-projects the mesh onto landmarks68.txt; for a photo
     decoded at a reduced size (x and y scales differ by its whole-pixel sides) to
-    within half a reduced pixel."""
+    within half a reduced pixel. Points 17–67 are the model's calibrated output
+    vertices; the detector's points are recorded beside them."""
     _, out, _ = run_dir
     d = out / stem
     mesh = read_obj(str(d / "mesh_coarse.obj"))
@@ -231,10 +232,46 @@ def test_coeffs_reproject_the_mesh_onto_the_landmarks(run_dir, stem, atol):
         assert str(c["face_model"])
         assert c["crop_transform"].shape == (2, 3)
         ids, after, blend = c["landmark_ids"], c["landmark_ids_next"], c["landmark_blend"]
+        detected = c["detected_landmarks68"]
     assert np.any(blend[:17] > 0) and not np.any(blend[17:])  # only the jaw slides
+    np.testing.assert_array_equal(ids[17:], face_model.lmk68_output[17:])
+    assert nme_outer_eyes(np.loadtxt(d / "landmarks68.txt"), detected) < 0.15
     points = (1 - blend[:, None]) * mesh.vertices[ids] + blend[:, None] * mesh.vertices[after]
     projected = reproject(str(d / "coeffs.npz"), points)
     np.testing.assert_allclose(projected, np.loadtxt(d / "landmarks68.txt"), atol=atol)
+
+
+def test_calibrate_landmarks_tool_on_the_main_job_output(run_dir, face_model, tmp_path):
+    """tools/calibrate_landmarks.py reads every fitted face of a main-job folder and
+    writes a symmetric table that brings the fits' points 17–67 closer to the
+    detector's on those faces."""
+    from recon_tf.data.pipeline import FLIP_PERMUTATION_68
+    from recon_tf.landmarks import detector_distance, vertex_mirror
+    from recon_tf.reconstruction import read_fitted_faces
+
+    _, out, _ = run_dir
+    table = tmp_path / "ids.json"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "calibrate_landmarks.py"),
+                             f"--fits={out}", "--cv_repeats=1", f"--output={table}"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(table.read_text())
+    faces = sum(1 for _, _, files in os.walk(out) if "coeffs.npz" in files)
+    assert data["faces"] == faces >= 9
+    assert set(data["groups"]) <= {"brows", "nose", "eyes", "mouth"}
+    ids = np.array(data["lmk68_output"])
+    screens, detected, _ = read_fitted_faces(str(out))
+    model = face_model
+    lmk = np.asarray(model.arrays["lmk68"])
+    np.testing.assert_array_equal(ids[:17], lmk[:17])
+    mirror = vertex_mirror(np.asarray(model.arrays["mean_shape"]))
+    np.testing.assert_array_equal(mirror[ids[17:]], ids[FLIP_PERMUTATION_68[17:]])
+    inner = tuple(range(17, 68))
+    before = detector_distance(screens, detected, lmk, inner)
+    after = detector_distance(screens, detected, ids, inner)
+    assert after <= before
+    assert after < before or not data["groups"]
 
 
 def test_rerun_skips_finished_images(run_dir):

@@ -54,6 +54,11 @@ flags.DEFINE_enum("landmark_convention", None, ["2d", "3d"],
 flags.DEFINE_bool("jaw_slide", True, "2d convention: each jaw point slides along the fitted "
                   "outline to the point nearest the detected one (the landmark term sees only "
                   "the outline's distance; recon_tf.landmarks.ContourLandmarks.slide_jaw).")
+flags.DEFINE_bool("calibrated_landmarks", True,
+                  "landmarks68.txt: report points 17-67 on the face model's lmk68_output "
+                  "vertices (where 2D annotators put them on fitted faces; "
+                  "tools/calibrate_landmarks.py) instead of the fitted lmk68 vertices. "
+                  "The fit is the same either way. Ignored with --detector_landmark_ids.")
 flags.DEFINE_enum("identity_net", "faceres", ["faceres", "mobilefacenet", "vggface", "none"],
                   "Frozen face-recognition network of L_id (Eq. 9); none drops L_id.")
 flags.DEFINE_bool("dense_landmarks", True,
@@ -229,7 +234,9 @@ def build_reconstructor():
     return PhotoReconstructor(face_model, fitter, preprocessor,
                               facemesh if FLAGS.dense_landmarks else None, FLAGS.uv_size,
                               FLAGS.fit_features, weights, predictor, FLAGS.refine_steps,
-                              build_fine(face_model, identity))
+                              build_fine(face_model, identity),
+                              face_model.lmk68_output
+                              if FLAGS.calibrated_landmarks and landmark_ids is None else None)
 
 
 def build_fine(face_model, identity):
