@@ -85,6 +85,9 @@ class FitSchedule:
         1 / (1 + (r / s)²) (Geman–McClure reweighting, r = the point's residual
         in 224-crop pixels, s this scale), so outlying detections count less
         in stage 3; 0 disables.
+      robust_dense: reweight the FaceMesh points the same way (ours): at large
+        yaw FaceMesh puts points that the fitted face hides (behind the nose, on
+        the far cheek) on the visible outline, and those then count less.
       linear_rounds: light/albedo least-squares alternations (0: skip).
       photo_scales: render sizes of the photometric stage, coarse to fine.
       photo_steps: Adam steps at each photometric scale.
@@ -98,6 +101,7 @@ class FitSchedule:
     landmark_steps: int = 120
     landmark_identity: bool = True
     robust_scale_px: float = 5.0
+    robust_dense: bool = True
     linear_rounds: int = 2
     photo_scales: tuple[int, ...] = (112, 224)
     photo_steps: tuple[int, ...] = (150, 60)
@@ -431,13 +435,24 @@ class Fitter:
         yaw = params["angles"][:, 1]
         return data._replace(alpha_scale=1.0 + gain * tf.square(tf.sin(yaw)))
 
-    def reweight(self, params: dict, data: FitData, scale_px: float) -> FitData:
-        """Down-weight landmarks the current fit disagrees with (Geman–McClure)."""
+    def reweight(self, params: dict, data: FitData, scale_px: float,
+                 dense: bool = False) -> FitData:
+        """Down-weight landmarks the current fit disagrees with (Geman–McClure:
+        × 1 / (1 + (r / scale_px)²), r in 224-crop pixels); with ``dense``, the
+        FaceMesh points too."""
         camera = self.camera(self.image_size)
-        lmk = self.geometry(params, camera, data.fixed_jaw, data.landmarks)[-1]
-        r = tf.norm((lmk - data.landmarks) * (losses.REFERENCE_CROP / self.image_size), axis=-1)
-        w = 1.0 / (1.0 + tf.square(r / scale_px))
-        return data._replace(landmark_weights=data.landmark_weights * w)
+        screen, lmk = self.geometry(params, camera, data.fixed_jaw, data.landmarks)[-2:]
+
+        def weights(points, targets):
+            r = tf.norm((points - targets) * (losses.REFERENCE_CROP / self.image_size), axis=-1)
+            return 1.0 / (1.0 + tf.square(r / scale_px))
+
+        data = data._replace(landmark_weights=data.landmark_weights
+                             * weights(lmk, data.landmarks))
+        if dense and self.dense is not None and data.dense is not None:
+            data = data._replace(dense_weights=data.dense_weights
+                                 * weights(self.dense.project(screen), data.dense))
+        return data
 
     # ------------------------------------------------------------ linear init
     def solve_light_albedo(self, params: dict, data: FitData, rounds: int) -> None:
@@ -547,7 +562,7 @@ class Fitter:
         data = self.pose_prior(params, data, sched.yaw_prior_gain)  # also for a given start
         seconds["landmarks"] = time.perf_counter() - t0
         if sched.robust_scale_px > 0:
-            data = self.reweight(params, data, sched.robust_scale_px)
+            data = self.reweight(params, data, sched.robust_scale_px, sched.robust_dense)
         t0 = time.perf_counter()
         if sched.linear_rounds:
             self.solve_light_albedo(params, data, sched.linear_rounds)

@@ -114,6 +114,29 @@ def test_reweighting_discounts_an_outlying_detection(face_model, fitted):
     assert np.median(ratio) > 0.9
 
 
+def test_reweighting_discounts_an_outlying_dense_point_when_asked(face_model):
+    """robust_dense: a FaceMesh point far from the fitted face's vertex counts less;
+    the others keep their weight; without it the dense weights are untouched."""
+    from recon_tf.dense_landmarks import DenseCorrespondence
+
+    truth = _truth(face_model, batch=1)
+    ids = np.arange(0, 4000, 40).astype(np.int32)
+    corr = DenseCorrespondence(ids, np.ones(len(ids), np.float32),
+                               np.zeros(len(ids), np.float32), face_model.name)
+    weights = CoarseLossWeights.for_model(face_model, id_weight=0.0, dense_lmk_weight=1e-3)
+    fitter = Fitter(face_model, weights, FAST, dense=corr, image_size=112)
+    _, _, _, screen, _ = fitter.geometry(fitter.split(truth), fitter.camera(112))
+    dense = corr.project(screen).numpy()
+    dense[0, 7] += [15.0, 0.0]
+    data = _observe(face_model, truth)._replace(dense=tf.constant(dense),
+                                                 dense_weights=tf.ones(dense.shape[:2]))
+    kept = fitter.reweight(fitter.split(truth), data, 5.0).dense_weights.numpy()
+    np.testing.assert_array_equal(kept, 1.0)
+    ratio = fitter.reweight(fitter.split(truth), data, 5.0, dense=True).dense_weights.numpy()
+    assert ratio[0, 7] < 0.05
+    assert np.delete(ratio[0], 7).min() > 0.99
+
+
 def test_a_head_lying_on_its_side_starts_and_ends_at_its_roll(face_model):
     """The default start takes the roll from the observed eye line (the crops keep the
     photo's in-plane rotation); from it, the pose and landmark stages fit a face

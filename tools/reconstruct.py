@@ -102,6 +102,8 @@ flags.DEFINE_bool("landmark_identity", True,
                   "Fit stage 1: also fit the identity to the landmarks.")
 flags.DEFINE_float("robust_scale_px", 5.0,
                    "Geman-McClure landmark reweighting after stage 1 (224-crop px; 0 = off).")
+flags.DEFINE_bool("robust_dense", True, "Reweight the FaceMesh points the same way as the 68 "
+                  "(FaceMesh puts points the fitted face hides on the visible outline).")
 flags.DEFINE_float("yaw_prior_gain", 0.0,
                    "Pose-dependent identity prior: lambda_alpha x (1 + k sin^2(yaw)) per face "
                    "after the pose and landmark stages (0 = off, the plain prior; 4 fits "
@@ -196,6 +198,7 @@ def build_reconstructor():
     schedule = FitSchedule(pose_steps=FLAGS.pose_steps, landmark_steps=FLAGS.landmark_steps,
                            landmark_identity=FLAGS.landmark_identity,
                            robust_scale_px=FLAGS.robust_scale_px,
+                           robust_dense=FLAGS.robust_dense,
                            yaw_prior_gain=FLAGS.yaw_prior_gain,
                            photo_scales=tuple(int(s) for s in FLAGS.photo_scales),
                            photo_steps=tuple(int(s) for s in FLAGS.photo_steps))
