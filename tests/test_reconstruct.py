@@ -13,6 +13,7 @@ import pytest
 from recon_tf.assets import asset_path
 from recon_tf.data.photo_variants import photo_variant
 from recon_tf.export import read_obj
+from recon_tf.face_model import load_face_model
 from recon_tf.mesh import boundary_loops
 from recon_tf.photo_fine import FINE_OUTPUT_FILES
 from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
@@ -253,7 +254,8 @@ def test_calibrate_landmarks_tool_on_the_main_job_output(run_dir, face_model, tm
     table = tmp_path / "ids.json"
     env = dict(os.environ, PYTHONPATH=REPO)
     result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "calibrate_landmarks.py"),
-                             f"--fits={out}", "--cv_repeats=1", f"--output={table}"],
+                             f"--fits={out}", "--cv_repeats=1", f"--output={table}",
+                             f"--model_output={tmp_path / 'model.npz'}"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(table.read_text())
@@ -272,6 +274,9 @@ def test_calibrate_landmarks_tool_on_the_main_job_output(run_dir, face_model, tm
     after = detector_distance(screens, detected, ids, inner)
     assert after <= before
     assert after < before or not data["groups"]
+    written = load_face_model(str(tmp_path / "model.npz"))
+    np.testing.assert_array_equal(written.lmk68_output, ids)
+    assert written.geometry_hash == model.geometry_hash
 
 
 def test_rerun_skips_finished_images(run_dir):

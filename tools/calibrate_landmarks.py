@@ -19,10 +19,11 @@ A group of points (brows, nose, eyes, mouth) is re-chosen only if that lowers
 the fit–detector distance on photos it was not learned from: 2-fold
 cross-validation by photo, ``--cv_repeats`` random splits. The tool prints the
 held-out distances per group and the table, and writes it as JSON with
-``--output``. The ICT-FaceKit table in ``bfm/ict.py``
-(:data:`bfm.ict.ICT_OUTPUT_LANDMARKS`) was made this way (README, "Output
-landmarks"). The fit itself is unchanged by the table: only what
-``landmarks68.txt`` reports.
+``--output``; ``--model_output`` writes a copy of the face model with the table
+as its ``lmk68_output`` (e.g. for a converted BFM, whose file has none). The
+ICT-FaceKit table in ``bfm/ict.py`` (:data:`bfm.ict.ICT_OUTPUT_LANDMARKS`) was
+made this way (README, "Output landmarks"). The fit itself is unchanged by the
+table: only what ``landmarks68.txt`` reports.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ flags.DEFINE_list("groups", ["brows", "nose", "eyes", "mouth"],
 flags.DEFINE_integer("cv_repeats", 5, "Random 2-fold splits by photo for the group test.")
 flags.DEFINE_integer("seed", 0, "Seed of the splits.")
 flags.DEFINE_string("output", None, "Write the chosen ids (JSON) here.")
+flags.DEFINE_string("model_output", None, "Write the face model (--face_model or the default) "
+                    "with lmk68_output set to the chosen ids here, for "
+                    "tools/reconstruct.py --face_model=<it>.")
 flags.DEFINE_string("assets_dir", None,
                     "Assets root (default: $RECON_TF_ASSETS or ../shared/assets).")
 
@@ -121,6 +125,11 @@ def main(argv: list[str]) -> None:
             json.dump({"lmk68_output": ids.tolist(), "groups": kept,
                        "cross_validation": cv, "faces": len(photos),
                        "photos": len(set(photos)), "radius_mm": FLAGS.radius_mm}, f, indent=1)
+    if FLAGS.model_output:
+        from recon_tf.face_model import save_face_model
+
+        save_face_model(FLAGS.model_output, dict(face_model.arrays, lmk68_output=ids))
+        logging.info("wrote %s", FLAGS.model_output)
 
 
 if __name__ == "__main__":
