@@ -70,19 +70,20 @@ ICT_JAWLINE = ((1278, 1272, 12, 1834, 243, 781, 2199, 1447),
                (3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496))
 
 # Vertex ids reported for iBUG points 17–67 (``lmk68_output``; ours): where PFLD puts each
-# point on the main job's fits of the 79 faces of images/faces (2026-11-27), chosen by
+# point on the main job's fits of the 79 faces of images/faces (2026-11-27, the defaults of
+# that day's session 6, with the robust FaceMesh term), chosen by
 # tools/calibrate_landmarks.py (6 mm radius; a group only where it lowered the fit–detector
 # distance on held-out photos: not the nose).
 ICT_OUTPUT_LANDMARKS = (
     # brows 17–26
-    270, 1009, 1031, 2039, 2026, 4223, 4235, 3251, 3229, 2511,
+    269, 1009, 1915, 2041, 2026, 4223, 4237, 4115, 3229, 2510,
     # nose 27–35 (lmk68: not re-chosen)
     978, 4527, 4942, 4857, 1140, 2075, 1147, 4269, 3360,
     # eyes 36–47
-    568, 1576, 1573, 1526, 575, 581, 3740, 3787, 3790, 2809, 2822, 2816,
+    568, 1576, 1573, 604, 1557, 1552, 2845, 3787, 3790, 2809, 3766, 3771,
     # mouth 48–67
     5926, 5695, 2081, 5525, 4275, 6200, 6431, 6346, 6480, 5518, 5976, 5841,
-    5916, 6039, 5526, 6543, 6421, 6484, 5515, 5980,
+    5619, 6039, 5526, 6543, 6124, 6484, 5515, 5980,
 )
 
 
