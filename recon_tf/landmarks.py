@@ -314,8 +314,9 @@ def detector_distance(screens: np.ndarray, detected: np.ndarray, ids: np.ndarray
       screens: float [F, N, 2]; detected: float [F, 68, 2]; ids: int [68].
     """
     pts = list(points)
-    return float(100.0 * np.mean([output_landmark_costs(screens, detected, k, ids[[k]])
-                                  for k in pts]))
+    eye = np.linalg.norm(detected[:, 36] - detected[:, 45], axis=-1)
+    dist = np.linalg.norm(screens[:, np.asarray(ids)[pts]] - detected[:, pts], axis=-1)
+    return float(100.0 * np.mean(dist / np.maximum(eye, 1e-6)[:, None]))
 
 
 def calibrate_output_landmarks(screens: np.ndarray, detected: np.ndarray,

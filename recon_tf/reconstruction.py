@@ -556,13 +556,13 @@ class PhotoReconstructor:
             seg = segment[0].numpy()
             lmk_ids = (np.stack([ids[seg], ids[np.minimum(seg + 1, len(ids) - 1)]], axis=1),
                        np.array(blend[0]))
-        lmk = np.array(lmk[0])
+        lmk, screen = np.array(lmk[0]), screen[0].numpy()
         if self.output_landmark_ids is not None:
             inner = self.output_landmark_ids[len(JAW):]
-            lmk[len(JAW):] = screen[0].numpy()[inner]
+            lmk[len(JAW):] = screen[inner]
             lmk_ids[0][len(JAW):] = inner[:, None]
             lmk_ids[1][len(JAW):] = 0.0
-        window, x0, y0 = self.face_window(camera, screen[0].numpy())
+        window, x0, y0 = self.face_window(camera, screen)
         rendered, covered = self.fitter.render_front(params, window, cam_v, normals)
         comp, mask = paste(face.pixels, rendered[0].numpy(), covered[0, ..., 0].numpy() > 0.5,
                            x0, y0)

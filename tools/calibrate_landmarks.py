@@ -77,7 +77,7 @@ def cross_validate(screens: np.ndarray, detected: np.ndarray, photos: list[str],
 def main(argv: list[str]) -> None:
     del argv
     from recon_tf.assets import set_assets_dir
-    from recon_tf.landmarks import LANDMARK_GROUPS, calibrate_output_landmarks
+    from recon_tf.landmarks import LANDMARK_GROUPS, calibrate_output_landmarks, detector_distance
     from recon_tf.reconstruction import DM_TO_MM, read_fitted_faces
 
     if FLAGS.assets_dir:
@@ -115,8 +115,6 @@ def main(argv: list[str]) -> None:
     for g, (before, after) in cv.items():
         print(f"| {g} | {before:.2f} | {after:.2f} | {'yes' if g in kept else 'no'} |")
     inner = tuple(range(17, 68))
-    from recon_tf.landmarks import detector_distance
-
     print(f"all faces, points 17–67: {detector_distance(screens, detected, lmk68, inner):.2f}"
           f" → {detector_distance(screens, detected, ids, inner):.2f} %")
     print("lmk68_output[17:] =", ids[17:].tolist())
