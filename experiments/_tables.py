@@ -343,7 +343,7 @@ def prepared_batches(recon, data: Data, failures: list[dict], name: str
                      ) -> Iterator[list[tuple]]:
     """Detect and align the records in batches of ``--batch_size``.
 
-    Yields lists of (record, :class:`recon_tf.reconstruction.PreparedFace`);
+    Yields lists of (record, :class:`recon_tf.photo_faces.PreparedFace`);
     annotated records pick their annotated face. Records that yield no face
     are appended to ``failures`` (``{"image", "reason", "note"}``) and never
     reach any method.

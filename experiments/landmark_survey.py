@@ -20,7 +20,7 @@ Protocol:
 * Each variant goes through the main job's front end (MTCNN + FaceMesh's second opinion,
   then the landmarker, read again turned by 180° where FaceMesh finds the face upside
   down, or searched turned when FaceMesh finds no face among those found upright:
-  :func:`recon_tf.reconstruction.read_upside_down`, ``turned_instead``), with the
+  :func:`recon_tf.photo_faces.read_upside_down`, ``turned_instead``), with the
   annotated face selected as in ``fit_eval.py``: the detected box holding most
   ground-truth points; when no box holds half of them the face counts as **missed**
   and the annotation's bounding box stands in (its NME is still reported, marked
@@ -64,10 +64,10 @@ flags.DEFINE_string("output", "outputs/landmark_survey", "Where the table is wri
 
 def survey(preprocessor, photos: list[Record], variants: list[str], facemesh=None) -> dict:
     """{variant: [(photo name, NME %, detected)]} (module docstring)."""
+    from recon_tf.photo_faces import read_upside_down, turned_instead
     from recon_tf.preprocess import select_face
     from recon_tf.preprocess.image_io import load_image
     from recon_tf.preprocess.landmarks import eye_roll, nme_outer_eyes
-    from recon_tf.reconstruction import read_upside_down, turned_instead
 
     results = {v: [] for v in variants}
     for record in photos:

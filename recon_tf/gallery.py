@@ -183,7 +183,7 @@ def write_face_previews(face_model: FaceModel, face, coeffs: np.ndarray, out_dir
     normals when given.
 
     Args:
-      face: a :class:`recon_tf.reconstruction.PreparedFace`.
+      face: a :class:`recon_tf.photo_faces.PreparedFace`.
       coeffs: float [total] its coefficients.
       normal_map: optional float [S, S, 3] detail normals in UV.
     """

@@ -329,11 +329,11 @@ def test_landmarks_and_facemesh_check_each_other(face_model):
     model reads it. When PFLD read it and FaceMesh had the face, PFLD is re-run on
     FaceMesh's framing and lands on the face; when FaceMesh read it and PFLD had the
     face, FaceMesh is re-run on PFLD's framing and PFLD's points stay."""
+    from recon_tf.photo_faces import MESH_DISAGREEMENT, FacePreparer
     from recon_tf.preprocess import FacePreprocessor
     from recon_tf.preprocess.align import five_points
     from recon_tf.preprocess.detect import keypoint_disagreement, mesh_face
     from recon_tf.preprocess.landmarks import eye_roll
-    from recon_tf.reconstruction import MESH_DISAGREEMENT, PhotoReconstructor
 
     image, truth = _annotated("einstein", "jpg")
     try:
@@ -343,7 +343,7 @@ def test_landmarks_and_facemesh_check_each_other(face_model):
     except FileNotFoundError as err:
         pytest.skip(str(err))
     pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d())
-    check = PhotoReconstructor(face_model, None, pre, mesh)._check_with_mesh
+    check = FacePreparer(pre, mesh).check_with_mesh
     lo, hi = truth.min(0), truth.max(0)
     good, good_keys = np.r_[lo, hi - lo].astype(np.float32), five_points(truth)
     width = 0.8 * (truth[12, 0] - truth[4, 0])
@@ -381,9 +381,9 @@ def test_landmarks_and_facemesh_check_each_other(face_model):
 def test_a_failing_check_does_not_cost_the_face(face_model, monkeypatch):
     """If the PFLD–FaceMesh check itself fails, the face is still prepared, with PFLD's
     points and FaceMesh's mesh as read, and the failure is recorded."""
+    from recon_tf.photo_faces import FacePreparer
     from recon_tf.preprocess import FacePreprocessor
     from recon_tf.preprocess.image_io import load_image as decode
-    from recon_tf.reconstruction import PhotoReconstructor
 
     try:
         from recon_tf.nets.facemesh import FaceMesh
@@ -395,13 +395,13 @@ def test_a_failing_check_does_not_cost_the_face(face_model, monkeypatch):
     pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d())
     decoded = decode(path)
     face = pre.detector.detect(decoded.pixels)[0]
-    recon = PhotoReconstructor(face_model, None, pre, mesh)
+    preparer = FacePreparer(pre, mesh)
 
     def broken(*args, **kwargs):
         raise RuntimeError("planted")
 
-    monkeypatch.setattr(recon, "_check_with_mesh", broken)
-    item = recon._prepare_face(path, (decoded, [face]), face, {})
+    monkeypatch.setattr(preparer, "check_with_mesh", broken)
+    item = preparer.prepare_face(path, (decoded, [face]), face, {})
     assert item.dense is not None and item.landmarks.shape == (68, 2)
     assert item.info["mesh_disagreement"] == ["check failed: planted"]
 
@@ -422,17 +422,17 @@ def test_a_face_accepted_upside_down_is_read_turned(face_model, tmp_path):
     that reading low; the face is read again with its keypoints turned by 180°, and
     the landmarks land on the face. An upright face is not re-read."""
     from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.photo_faces import UPSIDE_DOWN_SCORE, FacePreparer
     from recon_tf.preprocess import FacePreprocessor
     from recon_tf.preprocess.align import apply_transform, invert
     from recon_tf.preprocess.image_io import load_image as decode
     from recon_tf.preprocess.landmarks import nme_outer_eyes
-    from recon_tf.reconstruction import UPSIDE_DOWN_SCORE, PhotoReconstructor
 
     image, truth = _annotated("takeo", "ppm")
     mesh = _facemesh_or_skip()
     pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
                            face_verifier=mesh.face_score, mirror_pass=True)
-    recon = PhotoReconstructor(face_model, None, pre, mesh)
+    preparer = FacePreparer(pre, mesh)
     results = {}
     for variant in ("orig", "rot180"):
         pixels, points = photo_variant(variant, image, truth)
@@ -442,7 +442,7 @@ def test_a_face_accepted_upside_down_is_read_turned(face_model, tmp_path):
         faces = pre.detector.detect(decoded.pixels)
         assert len(faces) == 1 and faces[0].rotation == 0  # MTCNN takes it as upright
         as_found = pre.landmarker(decoded.pixels, faces[0].box, faces[0].keypoints)
-        item = recon._prepare_face(path, (decoded, faces), faces[0], {})
+        item = preparer.prepare_face(path, (decoded, faces), faces[0], {})
         read = apply_transform(invert(item.crop_transform), item.landmarks)
         results[variant] = (nme_outer_eyes(as_found, points), nme_outer_eyes(read, points),
                             item.info)
@@ -458,10 +458,10 @@ def test_a_masked_face_keeps_the_mask_out_of_every_fitted_region(face_model, tmp
     found, and neither the coarse fit's mask (skin + brows + lips) nor the fine stage's
     (+ eyes and mouth surroundings) covers the mask, while both keep the forehead."""
     from recon_tf.data.photo_variants import MASK_COLOUR, photo_variant
+    from recon_tf.photo_faces import FacePreparer
     from recon_tf.preprocess import FacePreprocessor
     from recon_tf.preprocess.align import apply_transform, invert
     from recon_tf.preprocess.image_io import load_image as decode
-    from recon_tf.reconstruction import PhotoReconstructor
 
     mesh = _facemesh_or_skip()
     try:
@@ -470,10 +470,10 @@ def test_a_masked_face_keeps_the_mask_out_of_every_fitted_region(face_model, tmp
         pytest.skip(str(err))
     pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
                            face_verifier=mesh.face_score, mirror_pass=True)
-    recon = PhotoReconstructor(face_model, None, pre, mesh)
+    preparer = FacePreparer(pre, mesh)
     plain = decode(path)
     face = pre.detector.detect(plain.pixels)[0]
-    item = recon._prepare_face(path, (plain, [face]), face, {})
+    item = preparer.prepare_face(path, (plain, [face]), face, {})
     points = apply_transform(invert(item.crop_transform), item.landmarks)
     masked, _ = photo_variant("mask", plain.pixels, points)
     masked_path = str(tmp_path / "masked.png")
@@ -481,7 +481,7 @@ def test_a_masked_face_keeps_the_mask_out_of_every_fitted_region(face_model, tmp
     decoded = decode(masked_path)
     faces = pre.detector.detect(decoded.pixels)
     assert faces, "the masked face is found"
-    item = recon._prepare_face(masked_path, (decoded, faces), faces[0], {})
+    item = preparer.prepare_face(masked_path, (decoded, faces), faces[0], {})
     assert item.info["occluded_fraction"] > 0.05
     blue = np.all(np.abs(item.crop.astype(int) - MASK_COLOUR) < 12, axis=-1)
     assert blue.sum() > 2000
@@ -500,10 +500,10 @@ def test_an_upside_down_photo_is_searched_turned_though_a_patch_was_found(face_m
     patch no face, upright or turned, so the rotated search runs anyway: Walter White is
     found at 180° and his landmarks land on him; the patch is dropped."""
     from recon_tf.data.photo_variants import photo_variant
+    from recon_tf.photo_faces import FacePreparer
     from recon_tf.preprocess import FacePreprocessor
     from recon_tf.preprocess.align import apply_transform, invert
     from recon_tf.preprocess.landmarks import nme_outer_eyes
-    from recon_tf.reconstruction import PhotoReconstructor
 
     image, truth = _annotated("breakingbad", "jpg")
     mesh = _facemesh_or_skip()
@@ -515,8 +515,8 @@ def test_an_upside_down_photo_is_searched_turned_though_a_patch_was_found(face_m
     cv2.imwrite(path, np.ascontiguousarray(pixels[..., ::-1]))
     upright = pre.detector.detect(pixels)
     assert upright and all(f.rotation == 0 for f in upright)  # the patch
-    recon = PhotoReconstructor(face_model, None, pre, mesh)
-    faces = recon.prepare_all(path)
+    preparer = FacePreparer(pre, mesh)
+    faces = preparer.prepare_all(path)
     assert all(f.info.get("rotation") == 180.0 for f in faces)
     errors = [nme_outer_eyes(apply_transform(f.to_original, apply_transform(
         invert(f.crop_transform), f.landmarks)), points) for f in faces]
