@@ -61,13 +61,20 @@ def list_inputs(spec: str) -> list[str]:
 
 
 def output_stems(paths: list[str]) -> list[str]:
-    """A unique output folder name per input (file stem; ``_2``, ``_3`` on clashes)."""
-    seen: dict[str, int] = {}
+    """A unique output folder name per input (file stem; ``_2``, ``_3`` on clashes,
+    skipping names another input's stem already takes, e.g. ``a.jpg``, ``a.png``,
+    ``a_2.jpg`` → ``a``, ``a_3``, ``a_2``)."""
+    bases = [os.path.splitext(os.path.basename(p))[0] or "image" for p in paths]
+    taken = set(bases)
+    used: set[str] = set()
     stems = []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0] or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    for stem in bases:
+        name, k = stem, 1
+        while name in used or (name != stem and name in taken):
+            k += 1
+            name = f"{stem}_{k}"
+        used.add(name)
+        stems.append(name)
     return stems
 
 

@@ -451,3 +451,14 @@ print("RESULT" + json.dumps(out))
     assert got["--dense_lmk_weight=0"][1] == 0.0
     assert got["--dense_lmk_weight=5e-4"][1] == 5e-4
     assert got["--nodense_landmarks --dense_lmk_weight=5e-4"][1] == 0.0
+
+
+def test_output_stems_are_unique_even_against_other_inputs_names():
+    from recon_tf.photo_job import output_stems
+
+    paths = ["x/a.jpg", "y/a.png", "a_2.jpg", "b.jpg", "z/b.jpg", "b_2.tif", "b_3.png"]
+    stems = output_stems(paths)
+    assert len(set(stems)) == len(paths)
+    assert stems[:4] == ["a", "a_3", "a_2", "b"]  # a_2 is another input's own name
+    assert stems[4] == "b_4" and stems[5:] == ["b_2", "b_3"]
+    assert output_stems(paths) == stems  # the same list gives the same folders (shards)
