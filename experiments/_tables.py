@@ -88,7 +88,8 @@ CROP = ("each detected face (MTCNN, 68 points by PFLD) aligned by Deep3DFace's 5
 MAX_LISTED_FAILURES = 20
 # Written into a synthetic layout's COMPLETE marker; a set written by an older version
 # (other content) is written again.
-LAYOUT_VERSION = "2: NoW scans are the front face with closed eye and mouth openings\n"
+LAYOUT_VERSION = ("3: NoW scans are the front face with closed eye and mouth openings; "
+                  "detected_face boxes\n")
 PROGRESS_EVERY_S = 10.0
 
 
@@ -183,7 +184,9 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
     as a face scan holds no scalp, back of the head or neck, with its eye and mouth
     openings closed, :func:`recon_tf.mesh.cap_holes`, as a scan is closed there) and
     its 7 NoW landmarks
-    ``scans_lmks_onlypp/<subject>/<subject>.pp``. With ``--out_of_model_mm``
+    ``scans_lmks_onlypp/<subject>/<subject>.pp``, and NoW's face box
+    ``detected_face/<subject>/multiview_expressions/IMG_0001.npy``
+    (:func:`write_now_face_box`). With ``--out_of_model_mm``
     the faces (images and scans alike) carry that much smooth shape not drawn
     from the model (:func:`recon_tf.data.synthetic.out_of_model_offset`).
     Written once (a marker file ends a complete set).
@@ -228,12 +231,27 @@ def write_synthetic_layout(layout: str, face_model, parent: str) -> str:
                       *cap_holes(neutral[keep], front_tris)[:2])
             write_pp_landmarks(os.path.join(root, "scans_lmks_onlypp", subject, f"{subject}.pp"),
                                neutral[now_ids], NOW_LANDMARK_NAMES)
+            write_now_face_box(os.path.join(root, "detected_face",
+                                            os.path.splitext(rel)[0] + ".npy"),
+                               r["landmarks"], r["image"].shape[:2])
     if layout == "now":
         with open(os.path.join(root, "imagepathsvalidation.txt"), "w") as f:
             f.write("\n".join(listing) + "\n")
     with open(marker, "w") as f:
         f.write(LAYOUT_VERSION)
     return root
+
+
+def write_now_face_box(path: str, landmarks: np.ndarray, image_hw: tuple[int, int]) -> None:
+    """NoW's ``detected_face`` file for a synthetic image: the pickled dict
+    ``{"left", "top", "right", "bottom"}`` (NoW's format), here the bounding box of
+    the render's 68 points (pixel edges), clipped to the image."""
+    h, w = image_hw
+    lo = np.maximum(landmarks.min(axis=0) - 0.5, 0.0)
+    hi = np.minimum(landmarks.max(axis=0) + 0.5, [w, h])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, {"left": float(lo[0]), "top": float(lo[1]), "right": float(hi[0]),
+                   "bottom": float(hi[1])}, allow_pickle=True)
 
 
 def front_face_mesh(face_model) -> tuple[np.ndarray, np.ndarray]:
@@ -344,7 +362,8 @@ def prepared_batches(recon, data: Data, failures: list[dict], name: str
     """Detect and align the records in batches of ``--batch_size``.
 
     Yields lists of (record, :class:`recon_tf.photo_faces.PreparedFace`);
-    annotated records pick their annotated face. Records that yield no face
+    annotated records pick their annotated face, records with a face box (NoW's
+    ``detected_face``) the face on it. Records that yield no face
     are appended to ``failures`` (``{"image", "reason", "note"}``) and never
     reach any method.
     """
@@ -353,7 +372,8 @@ def prepared_batches(recon, data: Data, failures: list[dict], name: str
     for start in range(0, total, FLAGS.batch_size):
         batch = []
         for record in data.records[start:start + FLAGS.batch_size]:
-            face = recon.prepare(record.image_path, annotation=record.landmarks)
+            face = recon.prepare(record.image_path, annotation=record.landmarks,
+                                 box=record.face_box)
             if hasattr(face, "reason"):
                 logging.warning("detection failure %s: %s (%s)", record.image_path,
                                 face.reason, face.note)

@@ -19,8 +19,12 @@ Protocol:
   ``--out_of_model_mm=X`` gives every synthetic face (image and scan) X mm RMS of smooth
   shape not drawn from the face model, about half of it outside its identity basis: a
   stand-in for scans of faces from another face model.
-* **Crop.** Each image's largest face is detected (MTCNN), landmarked (PFLD) and
-  aligned to a 224² crop (``--image_size``) by Deep3DFace's 5-point scheme. The paper
+* **Crop.** Each image's face is detected (MTCNN), landmarked (PFLD) and aligned to a
+  224² crop (``--image_size``) by Deep3DFace's 5-point scheme. Which face: the one on
+  NoW's own box (``detected_face/<image path>.npy``, as DECA and RingNet crop; the
+  detection overlapping it most, IoU ≥ 0.3, else the box itself, re-framed by FaceMesh
+  where FaceMesh finds a face in it: :meth:`recon_tf.photo_faces.FacePreparer.prepare`);
+  without those files, the largest detected face. The paper
   crops NoW images to 256×256 with [22]'s method; our crop is the same alignment at our
   network's input size.
 * **Scored mesh.** The NEUTRAL-expression coarse mesh (identity only, expression 0, in
@@ -32,7 +36,8 @@ Protocol:
   scan-to-mesh distance (``--now_iterations``), then the distance of every cropped scan
   vertex to the aligned mesh; :func:`recon_tf.now_eval.summarize` pools all points of
   all images (median, mean, std in mm, as NoW's ``cumulative_errors.py``).
-* **Detection failures.** An image without a detected face is counted, gets no
+* **Detection failures.** With NoW's boxes there are none (the box stands in). Without
+  them, an image without a detected face is counted, gets no
   prediction, is excluded from every method's errors (NoW's own scripts would require
   a mesh for every listed image) and is listed under the table and in
   ``<output>/table4_failures.txt``.
@@ -162,8 +167,11 @@ def main(argv: list[str]) -> None:
         per_image.append({"image": os.path.relpath(record.image_path, data.root),
                           "method": key, **summarize(err), "points": err.size})
 
+    from_box = []  # faces MTCNN missed that NoW's box stood in for
     for batch in _tables.prepared_batches(sources[0].recon, data, failures, "table4"):
         faces = [face for _, face in batch]
+        from_box += [face.info["note"] for face in faces
+                     if face.info.get("note", "").startswith("no detection on the given box")]
         for src in sources:
             meshes = _tables.neutral_meshes_mm(fm, src.recon.fit(faces).coeffs)
             root = os.path.join(out, "predictions" + ("" if src.key == "fit" else f"_{src.key}"))
@@ -178,12 +186,17 @@ def main(argv: list[str]) -> None:
                 score("mean", record, *mean_mesh, mean[now_ids])
     ours = [{"method": labels[k], **summarize(errors[k]), "images": len(errors[k])}
             for k in labels]
+    if from_box:
+        framed = sum("FaceMesh" in note for note in from_box)
+        notes.append(f"{len(from_box)} images had no detection on NoW's face box: the box "
+                     f"stood in ({framed} re-framed by FaceMesh).")
     if unscored:
         notes.append(f"{unscored} images have no scan (e.g. NoW's test split): their "
                      "predictions are written but not scored.")
     where = "default data, not NoW" if data.default else f"NoW {FLAGS.split or 'validation'}"
     cumulative_error_curve({labels[k]: v for k, v in errors.items() if v},
                            os.path.join(out, CURVE), title=f"Cumulative errors (Fig. 11), {where}")
+    boxed = sum(r.face_box is not None for r in data.records)
     header = ["Region: NoW's crop of each scan (vertices within a sphere around the nose); "
               "7-landmark similarity, then rigid + scale refinement of the scan-to-mesh "
               f"distance ({FLAGS.now_iterations} iterations); errors pooled over all points "
@@ -191,7 +204,9 @@ def main(argv: list[str]) -> None:
               "Scored mesh: the NEUTRAL-expression coarse mesh (identity only), mm, "
               + ("its eye and mouth openings closed (`--cap_holes`)." if FLAGS.cap_holes
                  else "open at the eyes and mouth (`--cap_holes=false`)."),
-              _tables.crop_line(renders=False) + " The paper: 256×256 crops by [22]'s method.",
+              _tables.crop_line(renders=False) + " The paper: 256×256 crops by [22]'s method."
+              + (f" The face on NoW's own box (`detected_face`) for {boxed} of the images."
+                 if boxed else ""),
               f"Cumulative error curve (Fig. 11): `{CURVE}`; predictions in NoW's submission "
               "layout: `predictions/<subject>/<experiment>/<image>.obj` + `.npy` (7×3, mm)."]
     _tables.write_table(SPEC, ours, data, header, notes, failures, out, per_image)

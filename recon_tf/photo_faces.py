@@ -185,28 +185,61 @@ class FacePreparer:
         self.facemesh = facemesh
         self.fit_features = fit_features
 
-    def prepare(self, path: str, annotation: np.ndarray | None = None) -> PreparedFace | Skipped:
+    def prepare(self, path: str, annotation: np.ndarray | None = None,
+                box: np.ndarray | None = None) -> PreparedFace | Skipped:
         """Decode, detect, landmark and align the largest face; never raises for bad input.
 
         Args:
           path: the photo.
           annotation: optional float [68, 2] ground-truth landmarks (original
             pixels): evaluation picks the annotated face instead of the largest.
+          box: optional float [4] (x, y, w, h), original pixels: a face box the
+            data set gives (NoW's ``detected_face``). The detection overlapping it
+            most is kept (:func:`recon_tf.preprocess.face_on_box`); when none
+            does, the box itself, re-framed by FaceMesh where FaceMesh finds a
+            face in it (:meth:`face_from_box`). Ignored with an ``annotation``.
         """
-        from recon_tf.preprocess import select_face
+        from recon_tf.preprocess import _decode_to_original, face_on_box, select_face
 
         decoded = self.decode_detect(path)
         if isinstance(decoded, Skipped):
             return decoded
-        from recon_tf.preprocess import _decode_to_original
-
         image, faces = decoded
-        gt = (None if annotation is None
-              else apply_transform(invert(_decode_to_original(image)), annotation))
+        to_decoded = invert(_decode_to_original(image))
+        if annotation is None and box is not None:
+            x, y, w, h = np.asarray(box, np.float64)
+            corners = apply_transform(to_decoded, np.array([[x, y], [x + w, y + h]]))
+            given = np.r_[corners[0], corners[1] - corners[0]].astype(np.float32)
+            face = face_on_box(faces, given)
+            if face is not None:
+                note = "kept the detected face on the given box"
+            else:
+                face, note = self.face_from_box(image.pixels, given)
+            return self.prepare_face(path, decoded, face, {"num_faces": len(faces),
+                                                           "note": note})
+        gt = None if annotation is None else apply_transform(to_decoded, annotation)
         face, note = select_face(faces, gt)
         if face is None:
             return Skipped(path, "no_face", "MTCNN found no face")
         return self.prepare_face(path, decoded, face, {"num_faces": len(faces), "note": note})
+
+    def face_from_box(self, pixels: np.ndarray, box: np.ndarray):
+        """A given face box no detection overlaps, as a face: FaceMesh's framing of it
+        (:func:`recon_tf.preprocess.detect.mesh_face`: box and 5 keypoints from its
+        mesh) when FaceMesh scores the box a face (≥ 0.5), else the box with upright
+        keypoints unknown (zeros), as an annotation's box is used.
+
+        Returns:
+          (:class:`recon_tf.preprocess.detect.FaceBox`, note).
+        """
+        from recon_tf.preprocess.detect import FaceBox, mesh_face
+
+        if self.facemesh is not None:
+            mesh, score = self.facemesh.detect(pixels, box, angle=0.0)
+            if score >= 0.5 and np.all(np.isfinite(mesh)):
+                return mesh_face(mesh, score), "no detection on the given box; FaceMesh framed it"
+        return (FaceBox(np.asarray(box, np.float32), 0.0, np.zeros((5, 2), np.float32)),
+                "no detection on the given box; used the box")
 
     def prepare_all(self, path: str, max_faces: int = 0) -> list[PreparedFace] | Skipped:
         """Every detected face of a photo, largest first; never raises for bad input.

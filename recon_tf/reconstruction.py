@@ -126,9 +126,11 @@ class PhotoReconstructor:
         return "rnet" if self.refine_steps == 0 else f"rnet+refine{self.refine_steps}"
 
     # ---------------------------------------------------------------- prepare
-    def prepare(self, path: str, annotation: np.ndarray | None = None) -> PreparedFace | Skipped:
-        """The largest (or the annotated) face of a photo: :meth:`FacePreparer.prepare`."""
-        return self.preparer.prepare(path, annotation)
+    def prepare(self, path: str, annotation: np.ndarray | None = None,
+                box: np.ndarray | None = None) -> PreparedFace | Skipped:
+        """The largest (or the annotated, or the given box's) face of a photo:
+        :meth:`FacePreparer.prepare`."""
+        return self.preparer.prepare(path, annotation, box)
 
     def prepare_all(self, path: str, max_faces: int = 0) -> list[PreparedFace] | Skipped:
         """Every face of a photo, largest first: :meth:`FacePreparer.prepare_all`."""

@@ -521,3 +521,45 @@ def test_an_upside_down_photo_is_searched_turned_though_a_patch_was_found(face_m
     errors = [nme_outer_eyes(apply_transform(f.to_original, apply_transform(
         invert(f.crop_transform), f.landmarks)), points) for f in faces]
     assert min(errors) < 0.08
+
+
+def test_a_given_face_box_picks_its_face_or_stands_in_for_a_missed_one(face_model, monkeypatch):
+    """A data set's own face box (NoW's detected_face): the detection on it is kept even
+    when it is not the largest; when the detector finds nothing, the box stands in,
+    framed by FaceMesh (or, without FaceMesh, as given), and the landmarks land on the
+    same face; without a box such a photo has no face."""
+    from recon_tf.photo_faces import FacePreparer
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.align import apply_transform, invert
+    from recon_tf.preprocess.landmarks import nme_outer_eyes
+
+    def photo_points(face):
+        return apply_transform(face.to_original, apply_transform(invert(face.crop_transform),
+                                                                  face.landmarks))
+
+    def inside(points, box):
+        x, y, w, h = box
+        return np.all((points >= [x, y]) & (points <= [x + w, y + h]), axis=1).mean()
+
+    mesh = _facemesh_or_skip()
+    path = asset_path("images/faces/two_people.jpg")
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d())
+    preparer = FacePreparer(pre, mesh)
+    faces = preparer.decode_detect(path)[1]
+    assert len(faces) == 2
+    small = min(faces, key=lambda f: f.area)
+    x, y, w, h = small.box
+    given = np.array([x - 0.1 * w, y - 0.15 * h, 1.2 * w, 1.25 * h])  # framed otherwise
+    chosen = preparer.prepare(path, box=given)
+    assert chosen.info["note"] == "kept the detected face on the given box"
+    assert chosen.info["box"] == small.to_json()["box"]  # not the largest face
+    assert inside(photo_points(chosen), given) > 0.9
+
+    monkeypatch.setattr(pre.detector, "detect", lambda pixels: [])
+    assert preparer.prepare(path).reason == "no_face"
+    framed = preparer.prepare(path, box=given)
+    assert framed.info["note"] == "no detection on the given box; FaceMesh framed it"
+    assert nme_outer_eyes(photo_points(framed), photo_points(chosen)) < 0.08
+    plain = FacePreparer(pre, None).prepare(path, box=given)
+    assert plain.info["note"] == "no detection on the given box; used the box"
+    assert inside(photo_points(plain), given) > 0.9

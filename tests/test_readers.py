@@ -209,6 +209,7 @@ def test_read_now(tmp_path):
     assert first.extra["scan_landmarks_path"].endswith("_picked_points.pp")
     assert records[2].extra["scan_path"] == ""  # no scan for this subject
     assert len(readers.read_dataset("now", str(base))) == 3
+    assert all(r.face_box is None for r in records)  # no detected_face folder
     with pytest.raises(readers.DatasetNotFoundError, match="imagepathstest.txt.*now.is.tue"):
         readers.read_dataset("now", str(tmp_path), split="test")
 
@@ -216,3 +217,29 @@ def test_read_now(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown data set"):
         readers.read_dataset("imagenet", "/tmp")
+
+
+def test_read_now_face_boxes(tmp_path):
+    """NoW's detected_face/<image>.npy: a pickled {left, top, right, bottom} dict (or a
+    plain array) becomes Record.face_box (x, y, w, h); a bad file gives None."""
+    base = _now(tmp_path)
+    boxes = base / "detected_face"
+    (boxes / "FaMoS_180424_03335_TA" / "multiview_neutral").mkdir(parents=True)
+    (boxes / "FaMoS_180424_03335_TA" / "selfie").mkdir(parents=True)
+    np.save(boxes / "FaMoS_180424_03335_TA" / "multiview_neutral" / "IMG_0101.npy",
+            {"left": 100.5, "top": 220.0, "right": 900.5, "bottom": 1300.0}, allow_pickle=True)
+    np.save(boxes / "FaMoS_180424_03335_TA" / "selfie" / "IMG_0200.npy",
+            np.array([10.0, 20.0, 50.0, 80.0]))
+    records = readers.read_dataset("now", str(tmp_path))
+    np.testing.assert_allclose(records[0].face_box, [100.5, 220.0, 800.0, 1080.0])
+    assert records[0].face_box.dtype == np.float32
+    np.testing.assert_allclose(records[1].face_box, [10.0, 20.0, 40.0, 60.0])
+    assert records[2].face_box is None  # no file for this image
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an npy file")
+    assert readers.read_now_face_box(str(bad)) is None
+    np.save(bad.with_name("empty.npy"), {"left": 5.0, "top": 5.0, "right": 5.0, "bottom": 9.0},
+            allow_pickle=True)
+    assert readers.read_now_face_box(str(bad.with_name("empty.npy"))) is None  # zero width
+    np.save(bad.with_name("keys.npy"), {"x": 1.0}, allow_pickle=True)
+    assert readers.read_now_face_box(str(bad.with_name("keys.npy"))) is None

@@ -258,6 +258,10 @@ def test_table4_reads_now_layout(tmp_path, face_model):
     write_obj(str(root / "scans" / subject / "scan.obj"), scan, face_model.arrays["triangles"])
     lmk = scan[np.asarray(face_model.arrays["lmk68"])[list(NOW_FROM_IBUG)]]
     write_pp_landmarks(str(root / "scans_lmks_onlypp" / subject / "scan.pp"), lmk)
+    (root / "detected_face" / subject / "multiview_neutral").mkdir(parents=True)
+    lo, hi = r["landmarks"].min(0), r["landmarks"].max(0)  # NoW's own box, pickled dict
+    np.save(root / "detected_face" / subject / "multiview_neutral" / "IMG_0001.npy",
+            {"left": lo[0], "top": lo[1], "right": hi[0], "bottom": hi[1]}, allow_pickle=True)
     out = tmp_path / "out"
     proc = _run(4, out, f"--data_root={tmp_path / 'NoW_Dataset'}", "--now_iterations=10",
                 *QUICK)
@@ -265,7 +269,9 @@ def test_table4_reads_now_layout(tmp_path, face_model):
     assert all(float(r["median"]) < 5.0 for r in ours)
     stem = out / "predictions" / subject / "multiview_neutral" / "IMG_0001"
     assert os.path.exists(f"{stem}.obj") and np.load(f"{stem}.npy").shape == (7, 3)
-    assert "NoW validation split" in open(out / "table4.md").read()
+    table = open(out / "table4.md").read()
+    assert "NoW validation split" in table
+    assert "The face on NoW's own box (`detected_face`) for 1 of the images." in table
 
 
 def test_missing_data_root_is_named(tmp_path):

@@ -21,7 +21,9 @@ order.
   ``validation`` or ``test``; also under ``final_release_version/``);
   subject and expression type come from the path; ``extra`` holds the
   subject's ``scans/<subject>/*.obj`` and ``scans_lmks_onlypp/<subject>/*.pp``
-  (empty when those folders are absent, e.g. for the test split).
+  (empty when those folders are absent, e.g. for the test split);
+  ``face_box`` is NoW's own face box, ``detected_face/<image path>.npy``
+  (:func:`read_now_face_box`), when the data set has it.
 
 Landmarks are float32 [68, 2] (x, y) image pixels, x right, y down.
 
@@ -36,6 +38,7 @@ import csv
 import dataclasses
 import glob
 import os
+import pickle
 import re
 import struct
 from collections.abc import Callable, Iterator
@@ -70,6 +73,8 @@ class Record:
       split: data-set split name ("" if none).
       annotation_path: the landmark file the landmarks came from ("" if none).
       extra: other string annotations (e.g. NoW's scan paths).
+      face_box: float32 [4] (x, y, w, h) original pixels, a face box the data
+        set gives (NoW's ``detected_face``), or None.
     """
 
     image_path: str
@@ -78,6 +83,7 @@ class Record:
     split: str = ""
     annotation_path: str = ""
     extra: dict = dataclasses.field(default_factory=dict)
+    face_box: np.ndarray | None = None
 
 
 def _missing(dataset: str, what: str, tried: list[str]) -> DatasetNotFoundError:
@@ -326,7 +332,38 @@ def read_now(root: str, split: str = "validation") -> Iterator[Record]:
         extra = {"expression": parts[1] if len(parts) > 2 else "",
                  "scan_path": scans[0] if scans else "",
                  "scan_landmarks_path": lmks[0] if lmks else ""}
-        yield Record(os.path.join(pictures, *parts), subject=subject, split=split, extra=extra)
+        box_path = os.path.join(base, "detected_face", *parts[:-1],
+                                os.path.splitext(parts[-1])[0] + ".npy")
+        yield Record(os.path.join(pictures, *parts), subject=subject, split=split, extra=extra,
+                     face_box=read_now_face_box(box_path) if os.path.exists(box_path) else None)
+
+
+def read_now_face_box(path: str) -> np.ndarray | None:
+    """NoW's face box of one image, ``detected_face/<subject>/<type>/<image>.npy``.
+
+    NoW stores a pickled dict ``{"left", "top", "right", "bottom"}`` (pixels of
+    the full-size image) per image, the box DECA, RingNet and MICA crop by; a
+    plain array ``[left, top, right, bottom]`` is read too. The file is
+    unpickled (``allow_pickle``, NoW's own format): read only data sets you trust.
+
+    Returns:
+      float32 [4] (x, y, w, h), or None when the file is unreadable or the box
+      is not a finite box of positive size.
+    """
+    try:
+        data = np.load(path, allow_pickle=True, encoding="latin1")
+        if data.dtype == object and data.shape == ():
+            data = data.item()
+        if isinstance(data, dict):
+            left, top, right, bottom = (float(data[k]) for k in ("left", "top", "right", "bottom"))
+        else:
+            left, top, right, bottom = (float(v) for v in np.ravel(data)[:4])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError):
+        return None
+    box = np.array([left, top, right - left, bottom - top], np.float32)
+    if not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+        return None
+    return box
 
 
 READERS: dict[str, Callable[..., Iterator[Record]]] = {

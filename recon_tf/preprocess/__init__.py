@@ -84,6 +84,11 @@ def _decode_to_original(decoded: DecodedImage) -> np.ndarray:
     return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]], np.float64)
 
 
+# IoU above which a detection is taken for the face of a given box (face_on_box);
+# MTCNN's and NoW's boxes frame a face differently, so the bar is low.
+GIVEN_BOX_IOU = 0.3
+
+
 def select_face(faces: list[FaceBox], landmarks: np.ndarray | None) -> tuple[FaceBox | None, str]:
     """Choose the face to keep; returns (face, note).
 
@@ -111,6 +116,22 @@ def select_face(faces: list[FaceBox], landmarks: np.ndarray | None) -> tuple[Fac
         return None, ""
     note = f"{len(faces)} faces detected; kept the largest" if len(faces) > 1 else ""
     return max(faces, key=lambda f: f.area), note
+
+
+def face_on_box(faces: list[FaceBox], box: np.ndarray, min_iou: float = GIVEN_BOX_IOU
+                ) -> FaceBox | None:
+    """The detected face that overlaps a given face box most (a data set's own box, e.g.
+    NoW's ``detected_face``), or None when none overlaps it by IoU ≥ ``min_iou``.
+
+    Args:
+      faces: detections of the photo.
+      box: float [4] (x, y, w, h) in the same pixels.
+    """
+    from recon_tf.preprocess.detect import box_iou
+
+    scored = [(box_iou(f.box, np.asarray(box, np.float32)), f) for f in faces]
+    best = max(scored, key=lambda t: t[0], default=(0.0, None))
+    return best[1] if best[0] >= min_iou else None
 
 
 class FacePreprocessor:
