@@ -41,6 +41,12 @@ faces keep about the plain prior (k = 4: ×1.12 at 10°). Off by default (k =
 against 2.44 / 3.46), but the annotated photos' NME is worse (6.01 against
 5.85 %, breakingbad at ≈ 60° yaw 7.50 against 7.15 %).
 
+**Per-face shape prior** (ours; ``FitData.shape_prior_scale``): the caller may
+multiply a face's λ_α and λ_β, e.g. for a face whose landmarks it does not trust
+(the main job: faces FaceMesh is unsure of,
+:class:`recon_tf.reconstruction.PhotoReconstructor`'s ``unsure_prior_gain``); the
+pose-dependent prior multiplies on top.
+
 Expression coefficients of models with bounded blendshape weights
 (``FaceModel.exp_bounds``, ICT: [0, 1]) are projected back into their bounds
 after every step (projected Adam).
@@ -132,7 +138,12 @@ class FitData(NamedTuple):
       fixed_jaw: float32 [B] or None: 1 where the 68 points come from a 3d
         source (fixed jaw vertices whatever the convention, e.g. synthetic truth).
       alpha_scale: float32 [B] or None: per-face multiplier of λ_α (the
-        pose-dependent identity prior, set by :meth:`Fitter.fit`); None = 1.
+        pose-dependent identity prior, set by :meth:`Fitter.fit`, times
+        ``shape_prior_scale``); None = 1.
+      shape_prior_scale: float32 [B] or None: the caller's per-face multiplier of
+        λ_α and λ_β (ours: larger for faces whose landmarks are unreliable,
+        :class:`recon_tf.reconstruction.PhotoReconstructor`'s
+        ``unsure_prior_gain``); None = 1.
       outside: float32 [B, S, S, 1] or None: the silhouette term's D, distance
         (crop pixels) into clearly-background pixels (:func:`background_distance`).
     """
@@ -146,6 +157,7 @@ class FitData(NamedTuple):
     fixed_jaw: tf.Tensor | None = None
     alpha_scale: tf.Tensor | None = None
     outside: tf.Tensor | None = None
+    shape_prior_scale: tf.Tensor | None = None
 
 
 class FitResult(NamedTuple):
@@ -177,12 +189,13 @@ def background_distance(background: np.ndarray) -> np.ndarray:
 
 
 def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=None,
-                  dense_weights=None, background=None) -> FitData:
+                  dense_weights=None, background=None, shape_prior_scale=None) -> FitData:
     """Build :class:`FitData` from numpy/tensors, filling default weights (uniform
     68-point weights: on held-out synthetic faces and the annotated photos they fit
     better than Deep3DFace's 20× nose and inner mouth,
     :func:`recon_tf.landmarks.deep3d_landmark_weights`). ``background``: uint8
-    [B, S, S] clearly-background masks for the silhouette term, or None."""
+    [B, S, S] clearly-background masks for the silhouette term, or None.
+    ``shape_prior_scale``: float [B] per-face λ_α and λ_β multipliers, or None (1)."""
     images = tf.convert_to_tensor(images, tf.float32)
     landmarks = tf.convert_to_tensor(landmarks, tf.float32)
     batch = int(images.shape[0])
@@ -200,8 +213,11 @@ def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=Non
     outside = None
     if background is not None:
         outside = tf.constant(np.stack([background_distance(b) for b in background])[..., None])
+    base = (None if shape_prior_scale is None
+            else tf.convert_to_tensor(shape_prior_scale, tf.float32))
     return FitData(images, landmarks, skin, lw, dense, dense_weights,
-                   alpha_scale=tf.ones([batch], tf.float32), outside=outside)
+                   alpha_scale=tf.ones([batch], tf.float32) if base is None else base,
+                   outside=outside, shape_prior_scale=base)
 
 
 class Fitter:
@@ -352,7 +368,8 @@ class Fitter:
         zero = tf.zeros([batch], tf.float32)
         terms = {"lmk": losses.landmark_loss(lmk, data.landmarks * ratio, data.landmark_weights,
                                              image_size=size),
-                 "reg": losses.regularization_loss(coeffs, self.weights, data.alpha_scale),
+                 "reg": losses.regularization_loss(coeffs, self.weights, data.alpha_scale,
+                                                   data.shape_prior_scale),
                  "pho": zero, "id": zero, "dense": zero, "sil": zero}
         if self.dense is not None and data.dense is not None:
             dense_px = self.dense.project(screen)
@@ -429,11 +446,13 @@ class Fitter:
 
     @staticmethod
     def pose_prior(params: dict, data: FitData, gain: float) -> FitData:
-        """``data`` with λ_α scaled by 1 + gain · sin²(yaw) per face (module docstring)."""
+        """``data`` with λ_α scaled by 1 + gain · sin²(yaw) per face (module docstring),
+        times ``data.shape_prior_scale``."""
         if gain <= 0:
             return data
-        yaw = params["angles"][:, 1]
-        return data._replace(alpha_scale=1.0 + gain * tf.square(tf.sin(yaw)))
+        scale = 1.0 + gain * tf.square(tf.sin(params["angles"][:, 1]))
+        return data._replace(alpha_scale=scale if data.shape_prior_scale is None
+                             else scale * data.shape_prior_scale)
 
     def reweight(self, params: dict, data: FitData, scale_px: float,
                  dense: bool = False) -> FitData:

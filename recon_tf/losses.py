@@ -275,7 +275,8 @@ def identity_loss(features_input: tf.Tensor, features_rendered: tf.Tensor) -> tf
 
 # -------------------------------------------------------------------- Eq. 10
 def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights,
-                        alpha_scale: tf.Tensor | None = None) -> tf.Tensor:
+                        alpha_scale: tf.Tensor | None = None,
+                        beta_scale: tf.Tensor | None = None) -> tf.Tensor:
     """L_reg (Eq. 10) = λ_α ‖α‖² + λ_β ‖β‖² + λ_δ ‖δ‖², plus λ_γ of Deep3DFace's light term.
 
     Args:
@@ -286,6 +287,9 @@ def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights,
       alpha_scale: optional float32 [B], a per-example multiplier of λ_α (ours,
         fitting only: the pose-dependent identity prior of
         :class:`recon_tf.fitting.FitSchedule`); None = 1.
+      beta_scale: optional float32 [B], a per-example multiplier of λ_β (ours,
+        fitting only: faces with unreliable landmarks, :class:`recon_tf.fitting.FitData`'s
+        ``shape_prior_scale``); None = 1.
     Returns:
       float32 [B].
     """
@@ -295,8 +299,10 @@ def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights,
     alpha = weights.alpha_weight * sq(coeffs.identity)
     if alpha_scale is not None:
         alpha = alpha * tf.convert_to_tensor(alpha_scale, tf.float32)
-    reg = (alpha + weights.beta_weight * sq(coeffs.expression)
-           + weights.delta_weight * sq(coeffs.albedo))
+    beta = weights.beta_weight * sq(coeffs.expression)
+    if beta_scale is not None:
+        beta = beta * tf.convert_to_tensor(beta_scale, tf.float32)
+    reg = alpha + beta + weights.delta_weight * sq(coeffs.albedo)
     if weights.gamma_weight:
         reg += weights.gamma_weight * light_regularization(coeffs.light)
     return reg

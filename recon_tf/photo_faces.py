@@ -53,6 +53,10 @@ from recon_tf.preprocess.align import apply_transform, invert
 # shared and annotated photos and 24 synthetic faces at 30–65° yaw: median 0.06, 90th
 # percentile 0.10, at most 0.33 (65° yaw); a box on the nose and mouth gave 0.52.
 MESH_DISAGREEMENT = 0.35
+# FaceMesh scores at least this on a face it is sure of; below, its points are left out
+# (no dense term). On the 79 shared faces it scores ≥ 0.98; on synthetic faces turned
+# by 65° half score < 0.1.
+FACEMESH_SURE = 0.5
 # FaceMesh scores below this trigger the upside-down reading (module docstring) ...
 UPSIDE_DOWN_SCORE = 0.5
 # ... which is kept when FaceMesh scores the turned face at least this.
@@ -226,8 +230,8 @@ class FacePreparer:
     def face_from_box(self, pixels: np.ndarray, box: np.ndarray):
         """A given face box no detection overlaps, as a face: FaceMesh's framing of it
         (:func:`recon_tf.preprocess.detect.mesh_face`: box and 5 keypoints from its
-        mesh) when FaceMesh scores the box a face (≥ 0.5), else the box with upright
-        keypoints unknown (zeros), as an annotation's box is used.
+        mesh) when FaceMesh scores the box a face (≥ ``FACEMESH_SURE``), else the box
+        with upright keypoints unknown (zeros), as an annotation's box is used.
 
         Returns:
           (:class:`recon_tf.preprocess.detect.FaceBox`, note).
@@ -236,7 +240,7 @@ class FacePreparer:
 
         if self.facemesh is not None:
             mesh, score = self.facemesh.detect(pixels, box, angle=0.0)
-            if score >= 0.5 and np.all(np.isfinite(mesh)):
+            if score >= FACEMESH_SURE and np.all(np.isfinite(mesh)):
                 return mesh_face(mesh, score), "no detection on the given box; FaceMesh framed it"
         return (FaceBox(np.asarray(box, np.float32), 0.0, np.zeros((5, 2), np.float32)),
                 "no detection on the given box; used the box")
@@ -300,7 +304,7 @@ class FacePreparer:
         if turned is not None:
             points, mesh_points, score = turned
             info["turned"] = [180, round(float(score), 4)]
-        if score < 0.5 or not np.all(np.isfinite(mesh_points)):
+        if score < FACEMESH_SURE or not np.all(np.isfinite(mesh_points)):
             return points, None
         try:  # a failing re-run must not cost the face
             return self.check_with_mesh(pixels, points, mesh_points, score, info)
@@ -330,7 +334,7 @@ class FacePreparer:
         keypoints = five_points(points)
         mesh2, score2 = self.facemesh.detect(pixels, np.r_[lo, hi - lo].astype(np.float32),
                                              angle=eye_roll(keypoints))
-        if score2 >= 0.5 and gap(points, mesh2, score2) <= MESH_DISAGREEMENT:
+        if score2 >= FACEMESH_SURE and gap(points, mesh2, score2) <= MESH_DISAGREEMENT:
             info["mesh_disagreement"] = [round(before, 3), "facemesh re-framed"]
             return points, mesh2
         # PFLD on FaceMesh's framing: if it agrees, FaceMesh had the face.

@@ -189,6 +189,36 @@ def test_turned_faces_get_a_tighter_identity_prior(face_model):
     assert norms[50.0][1] < 0.92 * norms[0.0][1]  # turned: held closer to the mean face
 
 
+def test_a_shape_prior_scale_holds_that_face_near_the_mean(face_model):
+    """FitData.shape_prior_scale multiplies λ_α and λ_β of its face only (the main job's
+    prior for faces with unreliable landmarks), also under the pose prior, and that face
+    is fitted with a smaller identity and expression; the other face is untouched."""
+    lay = face_model.layout
+    truth = _truth(face_model)
+    base = _observe(face_model, truth)
+    scaled = make_fit_data(base.images, base.landmarks, base.skin_mask,
+                           shape_prior_scale=np.array([1.0, 100.0], np.float32))
+    np.testing.assert_allclose(scaled.alpha_scale.numpy(), [1.0, 100.0])
+    weights = CoarseLossWeights.for_model(face_model, id_weight=0.0)
+    fitter = Fitter(face_model, weights, FAST, image_size=112)
+    params = fitter.split(truth)
+    turned = Fitter.pose_prior(params, scaled, 4.0)
+    pose = 1.0 + 4.0 * np.sin(truth[:, lay.offsets["angles"][0] + 1]) ** 2
+    np.testing.assert_allclose(turned.alpha_scale.numpy(), pose * [1.0, 100.0], rtol=1e-5)
+    ident, expr = slice(*lay.offsets["identity"]), slice(*lay.offsets["expression"])
+    extra = (fitter.objective(params, scaled, 112, False, False, None)["reg"]
+             - fitter.objective(params, base, 112, False, False, None)["reg"]).numpy()
+    expected = 99.0 * (weights.alpha_weight * np.sum(truth[1, ident] ** 2)
+                       + weights.beta_weight * np.sum(truth[1, expr] ** 2))
+    np.testing.assert_allclose(extra, [0.0, expected], rtol=1e-3, atol=1e-9)
+    schedule = FitSchedule(pose_steps=20, landmark_steps=60, photo_scales=(), photo_steps=())
+    fitter = Fitter(face_model, weights, schedule, image_size=112)
+    plain, held = fitter.fit(base).coeffs, fitter.fit(scaled).coeffs
+    np.testing.assert_allclose(held[0], plain[0], atol=1e-5)  # faces do not interact
+    assert np.linalg.norm(held[1, ident]) < 0.5 * np.linalg.norm(plain[1, ident])
+    assert np.linalg.norm(held[1, expr]) < np.linalg.norm(plain[1, expr])
+
+
 def test_silhouette_term_pulls_a_face_off_the_background(face_model):
     """With the photo's background known, the silhouette term alone brings a face
     shifted onto the background back over the face: the pose is what it moves."""

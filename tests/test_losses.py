@@ -86,6 +86,10 @@ def test_regularization_known_value(face_model):
     # A per-example λ_α multiplier scales the identity part only.
     scaled = losses.regularization_loss(lay.split(coeffs), w, tf.constant([3.0])).numpy()
     np.testing.assert_allclose(scaled, [3 * 4.0 + 10.0 + 200.0], rtol=1e-6)
+    # ... and a per-example λ_β multiplier the expression part only.
+    both = losses.regularization_loss(lay.split(coeffs), w, tf.constant([3.0]),
+                                      tf.constant([5.0])).numpy()
+    np.testing.assert_allclose(both, [3 * 4.0 + 5 * 10.0 + 200.0], rtol=1e-6)
     # White light costs nothing; coloured light does.
     light = np.zeros((1, 27), np.float32)
     light[0, [0, 9, 18]] = 0.5

@@ -462,3 +462,27 @@ def test_output_stems_are_unique_even_against_other_inputs_names():
     assert stems[:4] == ["a", "a_3", "a_2", "b"]  # a_2 is another input's own name
     assert stems[4] == "b_4" and stems[5:] == ["b_2", "b_3"]
     assert output_stems(paths) == stems  # the same list gives the same folders (shards)
+
+
+def test_faces_without_facemesh_points_lean_on_the_shape_prior(face_model):
+    """Where FaceMesh ran and its points were left out (unsure of the face, or at odds
+    with PFLD), that face's λ_α and λ_β are scaled by unsure_prior_gain, and its info
+    records it; without FaceMesh, or at gain 1, nothing changes."""
+    from types import SimpleNamespace
+
+    from recon_tf.reconstruction import UNSURE_PRIOR_GAIN, PhotoReconstructor
+
+    def faces():
+        return [SimpleNamespace(dense=np.zeros((468, 2)), info={}),
+                SimpleNamespace(dense=None, info={})]
+
+    recon = PhotoReconstructor(face_model, None, None, facemesh=object())
+    assert recon.unsure_prior_gain == UNSURE_PRIOR_GAIN > 1
+    batch = faces()
+    np.testing.assert_array_equal(recon.shape_prior_scales(batch), [1.0, UNSURE_PRIOR_GAIN])
+    assert "unsure_prior" not in batch[0].info
+    assert batch[1].info["unsure_prior"] == UNSURE_PRIOR_GAIN
+    assert recon.shape_prior_scales(faces()[:1]) is None  # every face sure
+    assert PhotoReconstructor(face_model, None, None).shape_prior_scales(faces()) is None
+    off = PhotoReconstructor(face_model, None, None, facemesh=object(), unsure_prior_gain=1.0)
+    assert off.shape_prior_scales(faces()) is None

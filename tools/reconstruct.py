@@ -38,6 +38,7 @@ import time
 from absl import app, flags, logging
 
 from recon_tf.losses import define_coarse_loss_flags, define_fine_loss_flags
+from recon_tf.reconstruction import UNSURE_PRIOR_GAIN
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "A photo, a folder of photos, or a text file listing photos.")
@@ -108,6 +109,11 @@ flags.DEFINE_float("yaw_prior_gain", 0.0,
                    "Pose-dependent identity prior: lambda_alpha x (1 + k sin^2(yaw)) per face "
                    "after the pose and landmark stages (0 = off, the plain prior; 4 fits "
                    "synthetic faces at 50-65 deg yaw better; README, 'Large poses').")
+flags.DEFINE_float("unsure_prior_gain", UNSURE_PRIOR_GAIN,
+                   "Multiplier of lambda_alpha and lambda_beta for a face whose FaceMesh points "
+                   "were left out (FaceMesh unsure of it, or at odds with the 68 points): its "
+                   "landmarks are unreliable there (near-profile views, heavy occlusion), so "
+                   "identity and expression lean on their priors (1 = off).")
 flags.DEFINE_list("photo_scales", ["112", "224"], "Fit stage 3: render sizes, coarse to fine.")
 flags.DEFINE_list("photo_steps", ["150", "60"], "Fit stage 3: Adam steps per scale.")
 flags.DEFINE_string("model", None, "A trained R-Net (experiments/train_coarse.py): its "
@@ -239,7 +245,8 @@ def build_reconstructor():
                               FLAGS.fit_features, weights, predictor, FLAGS.refine_steps,
                               build_fine(face_model, identity),
                               face_model.lmk68_output
-                              if FLAGS.calibrated_landmarks and landmark_ids is None else None)
+                              if FLAGS.calibrated_landmarks and landmark_ids is None else None,
+                              unsure_prior_gain=FLAGS.unsure_prior_gain)
 
 
 def build_fine(face_model, identity):
