@@ -6,7 +6,9 @@ photo robustly, detects its faces (MTCNN, with the searches of
 :class:`recon_tf.preprocess.detect.FaceDetector`), finds each face's 68
 landmarks (PFLD by default) and, when available, 468 dense FaceMesh points,
 aligns a crop (Deep3DFace's 5-point scheme) and computes the skin mask V of
-Eq. 7. Bad input never raises: it comes back as :class:`Skipped`.
+Eq. 7. Bad input never raises: it comes back as :class:`Skipped`. Evaluation
+may name the face: by its annotated landmarks, or by a face box the data set
+gives (NoW's ``detected_face``; :meth:`FacePreparer.prepare`).
 
 The two landmark sources check each other: FaceMesh re-frames its own crop on
 its mesh, PFLD reads the detector's box once. When the detector's box is off
