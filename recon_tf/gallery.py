@@ -7,7 +7,7 @@
 * :func:`face_crop`: a square crop around a face box, for thumbnails.
 * :func:`write_index`: ``<dir>/index.html``, one row per reconstructed face:
   input | coarse | fine | detail normals | shaded geometry from two other views,
-  with the face's numbers (loss terms, timings).
+  with the face's numbers (loss terms, timings) and notes (:func:`face_notes`).
 """
 
 from __future__ import annotations
@@ -106,8 +106,36 @@ GALLERY_COLUMNS = (("input", "thumb_input.jpg"), ("coarse", "thumb_coarse.jpg"),
                    ("shaded geometry, two other views", "geometry_views.png"))
 
 
+def face_notes(face: dict) -> list[str]:
+    """What was unusual about a face of ``summary.json``, in words: how it was found
+    (mirrored, turned, by the frame check, upside down), occluders, an unsure FaceMesh
+    (shape prior), the PFLD–FaceMesh check, a fine-stage fallback, a learned method."""
+    notes = []
+    if face.get("method", "fit") != "fit":
+        notes.append(f"method {face['method']}")
+    if face.get("rotation"):
+        notes.append(f"found with the photo turned by {face['rotation']:g}°")
+    if face.get("mirrored"):
+        notes.append("found in the mirrored photo")
+    if face.get("framed"):
+        notes.append("found by the frame check")
+    if face.get("turned"):
+        notes.append("read upside down")
+    if face.get("mesh_disagreement"):
+        notes.append(f"PFLD and FaceMesh disagreed: {face['mesh_disagreement'][-1]}")
+    if face.get("unsure_prior"):
+        notes.append(f"FaceMesh unsure of the face: shape prior × {face['unsure_prior']:g}")
+    if face.get("occluded_fraction"):
+        notes.append(f"occluders kept out of the masks: {face['occluded_fraction']:.0%} "
+                     "of the crop")
+    if face.get("fine_fell_back"):
+        notes.append("fine stage failed: coarse albedo, no displacement")
+    return notes
+
+
 def _numbers(face: dict) -> str:
-    rows = []
+    notes = face_notes(face)
+    rows = [f"<b>notes</b>: {html.escape('; '.join(notes))}"] if notes else []
     for key in ("loss", "fine_loss", "seconds"):
         values = face.get(key) or {}
         if values:

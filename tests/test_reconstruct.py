@@ -486,3 +486,26 @@ def test_faces_without_facemesh_points_lean_on_the_shape_prior(face_model):
     assert PhotoReconstructor(face_model, None, None).shape_prior_scales(faces()) is None
     off = PhotoReconstructor(face_model, None, None, facemesh=object(), unsure_prior_gain=1.0)
     assert off.shape_prior_scales(faces()) is None
+
+
+def test_the_gallery_notes_what_was_unusual_about_a_face(tmp_path):
+    """index.html's numbers cell says how a face was found and what the pipeline did
+    about it; a plain face gets no notes row."""
+    from recon_tf.gallery import face_notes, write_index
+
+    plain = {"face_index": 0, "output": "a", "method": "fit", "loss": {"total": 0.1}}
+    odd = {"face_index": 1, "output": "a/faces/1", "method": "rnet+refine60", "rotation": 90.0,
+           "mirrored": True, "turned": [180, 0.97], "unsure_prior": 100.0,
+           "occluded_fraction": 0.123, "mesh_disagreement": [0.52, "dense term left out"],
+           "fine_fell_back": True, "loss": {"total": 0.2}}
+    assert face_notes(plain) == []
+    notes = face_notes(odd)
+    assert len(notes) == 8
+    summary = {"images": [{"path": "x/a.jpg", "status": "ok", "num_faces": 2,
+                           "faces": [plain, odd]}], "totals": {"ok": 1}}
+    page = open(write_index(str(tmp_path), summary)).read()
+    assert page.count("<b>notes</b>") == 1
+    for text in ("method rnet+refine60", "turned by 90°", "mirrored photo", "upside down",
+                 "shape prior × 100", "12% of the crop", "dense term left out",
+                 "fine stage failed"):
+        assert text in page
