@@ -212,8 +212,13 @@ class FacePreparer:
             return decoded
         image, faces = decoded
         to_decoded = invert(_decode_to_original(image))
+        box = None if box is None else np.asarray(box, np.float64).ravel()
+        if box is not None and (box.size != 4 or not np.all(np.isfinite(box))
+                                or min(box[2], box[3]) < 2):
+            return Skipped(path, "bad_box", f"the given face box {box.tolist()} is not a "
+                           "finite (x, y, w, h) box of at least 2 pixels")
         if annotation is None and box is not None:
-            x, y, w, h = np.asarray(box, np.float64)
+            x, y, w, h = box
             corners = apply_transform(to_decoded, np.array([[x, y], [x + w, y + h]]))
             given = np.r_[corners[0], corners[1] - corners[0]].astype(np.float32)
             face = face_on_box(faces, given)
@@ -241,7 +246,10 @@ class FacePreparer:
         from recon_tf.preprocess.detect import FaceBox, mesh_face
 
         if self.facemesh is not None:
-            mesh, score = self.facemesh.detect(pixels, box, angle=0.0)
+            try:  # a failing FaceMesh must not cost the face: the box stands in
+                mesh, score = self.facemesh.detect(pixels, box, angle=0.0)
+            except Exception:  # noqa: BLE001
+                mesh, score = None, 0.0
             if score >= FACEMESH_SURE and np.all(np.isfinite(mesh)):
                 return mesh_face(mesh, score), "no detection on the given box; FaceMesh framed it"
         return (FaceBox(np.asarray(box, np.float32), 0.0, np.zeros((5, 2), np.float32)),

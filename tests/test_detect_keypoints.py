@@ -563,3 +563,5 @@ def test_a_given_face_box_picks_its_face_or_stands_in_for_a_missed_one(face_mode
     plain = FacePreparer(pre, None).prepare(path, box=given)
     assert plain.info["note"] == "no detection on the given box; used the box"
     assert inside(photo_points(plain), given) > 0.9
+    for bad in ([10.0, 10.0, 0.0, 50.0], [np.nan, 0.0, 9.0, 9.0], [1.0, 2.0, 3.0]):
+        assert preparer.prepare(path, box=np.array(bad)).reason == "bad_box"
