@@ -56,6 +56,9 @@ flags.DEFINE_list("dense_settings", ["on", "off"], "Dense FaceMesh term settings
 flags.DEFINE_bool("synthetic_boxes", False, "Give each held-out synthetic face its render's "
                   "68-point box, as NoW gives its detected_face boxes (the detection on it "
                   "is kept, or the box stands in where the detector misses the face).")
+flags.DEFINE_string("synthetic_variant", "orig", "Alter each held-out synthetic render as "
+                    "recon_tf.data.photo_variants does a photo (e.g. mask, sunglasses, blur) "
+                    "before it is reconstructed; the truth stays the render's.")
 flags.DEFINE_float("synthetic_yaw", 0.0, "Turn every held-out synthetic face to ±this yaw "
                    "(degrees, alternating sign); 0: the yaw the synthetic set draws.")
 
@@ -140,6 +143,7 @@ def _held_out_sample(renderer, index: int) -> dict:
 def eval_synthetic(recon, out_dir: str) -> tuple[list[tuple], int]:
     """Per detected held-out synthetic face (vertex error mm of the fit, of the mean
     face, yaw error degrees), and how many faces the detector missed."""
+    from recon_tf.data.photo_variants import photo_variant
     from recon_tf.data.synthetic import SyntheticRenderer
     from recon_tf.export import save_png
 
@@ -157,10 +161,11 @@ def eval_synthetic(recon, out_dir: str) -> tuple[list[tuple], int]:
         for i, r, sample in zip(idx, rendered, samples):
             path = os.path.join(out_dir, "synthetic", f"{i:04d}.png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            save_png(path, r["image"])
+            image, points = photo_variant(FLAGS.synthetic_variant, r["image"], r["landmarks"])
+            save_png(path, image)
             box = None
             if FLAGS.synthetic_boxes:
-                lo, hi = r["landmarks"].min(axis=0), r["landmarks"].max(axis=0)
+                lo, hi = points.min(axis=0), points.max(axis=0)
                 box = np.r_[lo, hi - lo]
             face = recon.prepare(path, box=box)
             if hasattr(face, "reason"):
