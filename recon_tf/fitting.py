@@ -195,7 +195,7 @@ def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=Non
     better than Deep3DFace's 20× nose and inner mouth,
     :func:`recon_tf.landmarks.deep3d_landmark_weights`). ``background``: uint8
     [B, S, S] clearly-background masks for the silhouette term, or None.
-    ``shape_prior_scale``: float [B] per-face λ_α and λ_β multipliers, or None (1)."""
+    ``shape_prior_scale``: float [B] per-face λ_α and λ_β multipliers, or None (all 1)."""
     images = tf.convert_to_tensor(images, tf.float32)
     landmarks = tf.convert_to_tensor(landmarks, tf.float32)
     batch = int(images.shape[0])
@@ -213,10 +213,10 @@ def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=Non
     outside = None
     if background is not None:
         outside = tf.constant(np.stack([background_distance(b) for b in background])[..., None])
-    base = (None if shape_prior_scale is None
+    # always a tensor, so that a batch with a scaled face does not retrace the fit's graphs
+    base = (tf.ones([batch], tf.float32) if shape_prior_scale is None
             else tf.convert_to_tensor(shape_prior_scale, tf.float32))
-    return FitData(images, landmarks, skin, lw, dense, dense_weights,
-                   alpha_scale=tf.ones([batch], tf.float32) if base is None else base,
+    return FitData(images, landmarks, skin, lw, dense, dense_weights, alpha_scale=base,
                    outside=outside, shape_prior_scale=base)
 
 
