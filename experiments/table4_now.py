@@ -36,8 +36,8 @@ Protocol:
   scan-to-mesh distance (``--now_iterations``), then the distance of every cropped scan
   vertex to the aligned mesh; :func:`recon_tf.now_eval.summarize` pools all points of
   all images (median, mean, std in mm, as NoW's ``cumulative_errors.py``).
-* **Detection failures.** With NoW's boxes there are none (the box stands in). Without
-  them, an image without a detected face is counted, gets no
+* **Detection failures.** With NoW's boxes a face MTCNN misses is none (the box stands
+  in). Without them, an image without a detected face is counted, gets no
   prediction, is excluded from every method's errors (NoW's own scripts would require
   a mesh for every listed image) and is listed under the table and in
   ``<output>/table4_failures.txt``.
@@ -138,6 +138,7 @@ def main(argv: list[str]) -> None:
         read_now_prediction,
         summarize,
     )
+    from recon_tf.photo_faces import BOX_STOOD_IN
 
     out = FLAGS.output
     FLAGS.fine = False  # NoW scores the neutral coarse mesh
@@ -171,7 +172,7 @@ def main(argv: list[str]) -> None:
     for batch in _tables.prepared_batches(sources[0].recon, data, failures, "table4"):
         faces = [face for _, face in batch]
         from_box += [face.info["note"] for face in faces
-                     if face.info.get("note", "").startswith("no detection on the given box")]
+                     if face.info.get("note", "").startswith(BOX_STOOD_IN)]
         for src in sources:
             meshes = _tables.neutral_meshes_mm(fm, src.recon.fit(faces).coeffs)
             root = os.path.join(out, "predictions" + ("" if src.key == "fit" else f"_{src.key}"))

@@ -59,6 +59,8 @@ MESH_DISAGREEMENT = 0.35
 # (no dense term). On the 79 shared faces it scores ≥ 0.98; on synthetic faces turned
 # by 65° half score < 0.1.
 FACEMESH_SURE = 0.5
+# How a face's info["note"] begins when a given face box stood in for a missed detection.
+BOX_STOOD_IN = "no detection on the given box"
 # FaceMesh scores below this trigger the upside-down reading (module docstring) ...
 UPSIDE_DOWN_SCORE = 0.5
 # ... which is kept when FaceMesh scores the turned face at least this.
@@ -251,9 +253,9 @@ class FacePreparer:
             except Exception:  # noqa: BLE001
                 mesh, score = None, 0.0
             if score >= FACEMESH_SURE and np.all(np.isfinite(mesh)):
-                return mesh_face(mesh, score), "no detection on the given box; FaceMesh framed it"
+                return mesh_face(mesh, score), f"{BOX_STOOD_IN}; FaceMesh framed it"
         return (FaceBox(np.asarray(box, np.float32), 0.0, np.zeros((5, 2), np.float32)),
-                "no detection on the given box; used the box")
+                f"{BOX_STOOD_IN}; used the box")
 
     def prepare_all(self, path: str, max_faces: int = 0) -> list[PreparedFace] | Skipped:
         """Every detected face of a photo, largest first; never raises for bad input.
