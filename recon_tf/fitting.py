@@ -29,17 +29,17 @@ L_pho (skin mask only) and the rasterizer (no coverage gradient) cannot see. On 
 annotated colour photo it raised the coarse / fine PSNR by 0.4 / 0.75 dB and lowered
 the NME (README, "Evidence").
 
-**Pose-dependent identity prior** (ours; ``FitSchedule.yaw_prior_gain`` = k):
-after the pose stage, and again after the landmark stage (or at a given start,
-e.g. R-Net's), each face's λ_α is multiplied by 1 + k sin²(yaw) at its yaw.
-Beyond ≈ 45° of yaw the 2D landmark models regress towards a frontal face and
-half the face is hidden, so the observations say less, and more wrongly, about
-the shape; on held-out synthetic faces turned to ±50° the fit with the plain
-prior was no better than the mean face (README, "Large poses"). Near-frontal
-faces keep about the plain prior (k = 4: ×1.12 at 10°). Off by default (k =
-0): with k = 4 the synthetic faces at ±50° / ±65° fit better (2.26 / 3.17 mm
-against 2.44 / 3.46), but the annotated photos' NME is worse (6.01 against
-5.85 %, breakingbad at ≈ 60° yaw 7.50 against 7.15 %).
+**Pose-dependent identity prior** (ours; ``FitSchedule.yaw_prior_gain`` = k,
+default :data:`YAW_PRIOR_GAIN` = 8): after the pose stage, and again after the
+landmark stage (or at a given start, e.g. R-Net's), each face's λ_α is multiplied
+by 1 + k sin²(yaw) at its yaw (k = 8: ×1.24 at 10°, ×1.9 at 20°, ×3 at 30°, ×5.7
+at 50°). As the head turns, the 2D landmark models regress towards a frontal face
+and half the face is hidden, so the observations say less, and more wrongly, about
+the shape; on held-out synthetic faces turned to ±50° the fit with the plain prior
+(k = 0) was worse than the mean face (2.54 against 2.37 mm). With k = 8 (measured
+2026-11-27, README "Large poses"): ±30° 1.72 against 1.83 mm, ±50° 2.21 against
+2.54, ±65° 2.49 against 2.79, drawn yaws a tie (1.85 / 1.85), at a cost of 0.12 %
+NME on the annotated photos (5.24 against 5.12 %).
 
 **Per-face shape prior** (ours; ``FitData.shape_prior_scale``): the caller may
 multiply a face's λ_α and λ_β, e.g. for a face whose landmarks it does not trust
@@ -77,6 +77,9 @@ from recon_tf.lighting import AMBIENT_INIT, NUM_SH, sh_basis, shade
 
 GROUPS = ("identity", "expression", "albedo", "angles", "translation", "light")
 
+# k of the pose-dependent identity prior (module docstring; 0 = the plain λ_α).
+YAW_PRIOR_GAIN = 8.0
+
 
 @dataclasses.dataclass(frozen=True)
 class FitSchedule:
@@ -112,7 +115,7 @@ class FitSchedule:
     photo_scales: tuple[int, ...] = (112, 224)
     photo_steps: tuple[int, ...] = (150, 60)
     id_min_scale: int = 224
-    yaw_prior_gain: float = 0.0
+    yaw_prior_gain: float = YAW_PRIOR_GAIN
     lr_identity: float = 0.05
     lr_expression: float = 0.02
     lr_albedo: float = 0.05

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from recon_tf.camera import Camera
-from recon_tf.fitting import FitSchedule, Fitter, make_fit_data
+from recon_tf.fitting import YAW_PRIOR_GAIN, FitSchedule, Fitter, make_fit_data
 from recon_tf.landmarks import ContourLandmarks
 from recon_tf.losses import CoarseLossWeights
 from recon_tf.render.renderer import render_face
@@ -162,7 +162,8 @@ def test_turned_faces_get_a_tighter_identity_prior(face_model):
     """λ_α is scaled by 1 + k sin²(yaw) per face after the pose stage; the objective's
     L_reg carries the scale, and a face turned by 1 rad is fitted with a smaller
     identity than with the plain prior (k = 50 here, so that the landmark stages
-    alone, on exact landmarks, show it; it is off by default)."""
+    alone, on exact landmarks, show it; the default is ``YAW_PRIOR_GAIN`` = 8)."""
+    assert FitSchedule().yaw_prior_gain == YAW_PRIOR_GAIN > 0
     lay = face_model.layout
     truth = _truth(face_model)
     yaw = lay.offsets["angles"][0] + 1

@@ -37,6 +37,7 @@ import time
 
 from absl import app, flags, logging
 
+from recon_tf.fitting import YAW_PRIOR_GAIN
 from recon_tf.losses import define_coarse_loss_flags, define_fine_loss_flags
 from recon_tf.reconstruction import UNSURE_PRIOR_GAIN
 
@@ -105,10 +106,10 @@ flags.DEFINE_float("robust_scale_px", 5.0,
                    "Geman-McClure landmark reweighting after stage 1 (224-crop px; 0 = off).")
 flags.DEFINE_bool("robust_dense", True, "Reweight the FaceMesh points the same way as the 68 "
                   "(FaceMesh puts points the fitted face hides on the visible outline).")
-flags.DEFINE_float("yaw_prior_gain", 0.0,
+flags.DEFINE_float("yaw_prior_gain", YAW_PRIOR_GAIN,
                    "Pose-dependent identity prior: lambda_alpha x (1 + k sin^2(yaw)) per face "
-                   "after the pose and landmark stages (0 = off, the plain prior; 4 fits "
-                   "synthetic faces at 50-65 deg yaw better; README, 'Large poses').")
+                   "after the pose and landmark stages (0 = off, the plain prior; turned faces "
+                   "fit better with it; README, 'Large poses').")
 flags.DEFINE_float("unsure_prior_gain", UNSURE_PRIOR_GAIN,
                    "Multiplier of lambda_alpha and lambda_beta for a face whose FaceMesh points "
                    "were left out (FaceMesh unsure of it, or at odds with the 68 points): its "
