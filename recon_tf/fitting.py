@@ -29,17 +29,17 @@ L_pho (skin mask only) and the rasterizer (no coverage gradient) cannot see. On 
 annotated colour photo it raised the coarse / fine PSNR by 0.4 / 0.75 dB and lowered
 the NME (README, "Evidence").
 
-**Pose-dependent identity prior** (ours; ``FitSchedule.yaw_prior_gain`` = k,
+**Pose-dependent shape prior** (ours; ``FitSchedule.yaw_prior_gain`` = k,
 default :data:`YAW_PRIOR_GAIN` = 8): after the pose stage, and again after the
-landmark stage (or at a given start, e.g. R-Net's), each face's λ_α is multiplied
-by 1 + k sin²(yaw) at its yaw (k = 8: ×1.24 at 10°, ×1.9 at 20°, ×3 at 30°, ×5.7
-at 50°). As the head turns, the 2D landmark models regress towards a frontal face
-and half the face is hidden, so the observations say less, and more wrongly, about
-the shape; on held-out synthetic faces turned to ±50° the fit with the plain prior
-(k = 0) was worse than the mean face (2.54 against 2.37 mm). With k = 8 (measured
-2026-11-27, README "Large poses"): ±30° 1.72 against 1.83 mm, ±50° 2.21 against
-2.54, ±65° 2.49 against 2.79, drawn yaws a tie (1.85 / 1.85), at a cost of 0.12 %
-NME on the annotated photos (5.24 against 5.12 %).
+landmark stage (or at a given start, e.g. R-Net's), each face's λ_α and λ_β are
+multiplied by 1 + k sin²(yaw) at its yaw (k = 8: ×1.24 at 10°, ×1.9 at 20°, ×3 at
+30°, ×5.7 at 50°). As the head turns, the 2D landmark models regress towards a
+frontal face and half the face is hidden, so the observations say less, and more
+wrongly, about the shape; on held-out synthetic faces turned to ±50° the fit with
+the plain prior (k = 0) was worse than the mean face (2.54 against 2.37 mm). With
+k = 8 on λ_α and λ_β (measured 2026-11-27, README "Large poses"): ±30° 1.70 against
+1.83 mm, ±50° 2.18 against 2.54, ±65° 2.46 against 2.79, drawn yaws a tie (1.85 /
+1.85), at a cost of 0.12 % NME on the annotated photos (5.24 against 5.12 %).
 
 **Per-face shape prior** (ours; ``FitData.shape_prior_scale``): the caller may
 multiply a face's λ_α and λ_β, e.g. for a face whose landmarks it does not trust
@@ -77,7 +77,7 @@ from recon_tf.lighting import AMBIENT_INIT, NUM_SH, sh_basis, shade
 
 GROUPS = ("identity", "expression", "albedo", "angles", "translation", "light")
 
-# k of the pose-dependent identity prior (module docstring; 0 = the plain λ_α).
+# k of the pose-dependent shape prior (module docstring; 0 = the plain λ_α and λ_β).
 YAW_PRIOR_GAIN = 8.0
 
 
@@ -101,8 +101,8 @@ class FitSchedule:
       photo_scales: render sizes of the photometric stage, coarse to fine.
       photo_steps: Adam steps at each photometric scale.
       id_min_scale: the identity term is used at scales ≥ this (0: always).
-      yaw_prior_gain: k of the pose-dependent identity prior (module
-        docstring); 0: the plain λ_α at every pose.
+      yaw_prior_gain: k of the pose-dependent shape prior (module
+        docstring); 0: the plain λ_α and λ_β at every pose.
       lr_*: Adam learning rates per coefficient group.
     """
 
@@ -140,8 +140,8 @@ class FitData(NamedTuple):
       dense_weights: float32 [B, P] or None.
       fixed_jaw: float32 [B] or None: 1 where the 68 points come from a 3d
         source (fixed jaw vertices whatever the convention, e.g. synthetic truth).
-      alpha_scale: float32 [B] or None: per-face multiplier of λ_α (the
-        pose-dependent identity prior, set by :meth:`Fitter.fit`, times
+      prior_scale: float32 [B] or None: per-face multiplier of λ_α and λ_β (the
+        pose-dependent prior, set by :meth:`Fitter.fit`, times
         ``shape_prior_scale``); None = 1.
       shape_prior_scale: float32 [B] or None: the caller's per-face multiplier of
         λ_α and λ_β (ours: larger for faces whose landmarks are unreliable,
@@ -158,7 +158,7 @@ class FitData(NamedTuple):
     dense: tf.Tensor | None = None
     dense_weights: tf.Tensor | None = None
     fixed_jaw: tf.Tensor | None = None
-    alpha_scale: tf.Tensor | None = None
+    prior_scale: tf.Tensor | None = None
     outside: tf.Tensor | None = None
     shape_prior_scale: tf.Tensor | None = None
 
@@ -219,7 +219,7 @@ def make_fit_data(images, landmarks, skin_mask, landmark_weights=None, dense=Non
     # always a tensor, so that a batch with a scaled face does not retrace the fit's graphs
     base = (tf.ones([batch], tf.float32) if shape_prior_scale is None
             else tf.convert_to_tensor(shape_prior_scale, tf.float32))
-    return FitData(images, landmarks, skin, lw, dense, dense_weights, alpha_scale=base,
+    return FitData(images, landmarks, skin, lw, dense, dense_weights, prior_scale=base,
                    outside=outside, shape_prior_scale=base)
 
 
@@ -371,8 +371,8 @@ class Fitter:
         zero = tf.zeros([batch], tf.float32)
         terms = {"lmk": losses.landmark_loss(lmk, data.landmarks * ratio, data.landmark_weights,
                                              image_size=size),
-                 "reg": losses.regularization_loss(coeffs, self.weights, data.alpha_scale,
-                                                   data.shape_prior_scale),
+                 "reg": losses.regularization_loss(coeffs, self.weights, data.prior_scale,
+                                                   data.prior_scale),
                  "pho": zero, "id": zero, "dense": zero, "sil": zero}
         if self.dense is not None and data.dense is not None:
             dense_px = self.dense.project(screen)
@@ -449,12 +449,12 @@ class Fitter:
 
     @staticmethod
     def pose_prior(params: dict, data: FitData, gain: float) -> FitData:
-        """``data`` with λ_α scaled by 1 + gain · sin²(yaw) per face (module docstring),
-        times ``data.shape_prior_scale``."""
+        """``data`` with λ_α and λ_β scaled by 1 + gain · sin²(yaw) per face (module
+        docstring), times ``data.shape_prior_scale``."""
         if gain <= 0:
             return data
         scale = 1.0 + gain * tf.square(tf.sin(params["angles"][:, 1]))
-        return data._replace(alpha_scale=scale if data.shape_prior_scale is None
+        return data._replace(prior_scale=scale if data.shape_prior_scale is None
                              else scale * data.shape_prior_scale)
 
     def reweight(self, params: dict, data: FitData, scale_px: float,

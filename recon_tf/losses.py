@@ -285,11 +285,10 @@ def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights,
         λ_δ = ``delta_weight``, and ``gamma_weight`` for
         :func:`light_regularization` (0 gives exactly Eq. 10).
       alpha_scale: optional float32 [B], a per-example multiplier of λ_α (ours,
-        fitting only: the pose-dependent identity prior of
-        :class:`recon_tf.fitting.FitSchedule`); None = 1.
-      beta_scale: optional float32 [B], a per-example multiplier of λ_β (ours,
-        fitting only: faces with unreliable landmarks, :class:`recon_tf.fitting.FitData`'s
-        ``shape_prior_scale``); None = 1.
+        fitting only: :class:`recon_tf.fitting.FitData`'s ``prior_scale``, the
+        pose-dependent prior times the prior of faces with unreliable landmarks);
+        None = 1.
+      beta_scale: optional float32 [B], the same for λ_β; None = 1.
     Returns:
       float32 [B].
     """

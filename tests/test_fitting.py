@@ -158,10 +158,10 @@ def test_a_head_lying_on_its_side_starts_and_ends_at_its_roll(face_model):
     np.testing.assert_allclose(result.coeffs[:, angles], truth[:, angles], atol=0.1)
 
 
-def test_turned_faces_get_a_tighter_identity_prior(face_model):
-    """λ_α is scaled by 1 + k sin²(yaw) per face after the pose stage; the objective's
-    L_reg carries the scale, and a face turned by 1 rad is fitted with a smaller
-    identity than with the plain prior (k = 50 here, so that the landmark stages
+def test_turned_faces_get_a_tighter_shape_prior(face_model):
+    """λ_α and λ_β are scaled by 1 + k sin²(yaw) per face after the pose stage; the
+    objective's L_reg carries the scale, and a face turned by 1 rad is fitted with a
+    smaller identity than with the plain prior (k = 50 here, so that the landmark stages
     alone, on exact landmarks, show it; the default is ``YAW_PRIOR_GAIN`` = 8)."""
     assert FitSchedule().yaw_prior_gain == YAW_PRIOR_GAIN > 0
     lay = face_model.layout
@@ -174,12 +174,15 @@ def test_turned_faces_get_a_tighter_identity_prior(face_model):
     params = fitter.split(truth)
     tight = Fitter.pose_prior(params, data, 4.0)
     scale = 1.0 + 4.0 * np.sin(truth[:, yaw]) ** 2
-    np.testing.assert_allclose(tight.alpha_scale.numpy(), scale, rtol=1e-5)
+    np.testing.assert_allclose(tight.prior_scale.numpy(), scale, rtol=1e-5)
     assert Fitter.pose_prior(params, data, 0.0) is data
     alpha = np.sum(truth[:, slice(*lay.offsets["identity"])] ** 2, axis=1)
+    beta = np.sum(truth[:, slice(*lay.offsets["expression"])] ** 2, axis=1)
     extra = (fitter.objective(params, tight, 112, False, False, None)["reg"]
              - fitter.objective(params, data, 112, False, False, None)["reg"]).numpy()
-    np.testing.assert_allclose(extra, weights.alpha_weight * (scale - 1.0) * alpha, rtol=1e-3)
+    np.testing.assert_allclose(
+        extra, (scale - 1.0) * (weights.alpha_weight * alpha + weights.beta_weight * beta),
+        rtol=1e-3)
     norms = {}
     for gain in (0.0, 50.0):
         fitter = Fitter(face_model, weights,
@@ -199,13 +202,13 @@ def test_a_shape_prior_scale_holds_that_face_near_the_mean(face_model):
     base = _observe(face_model, truth)
     scaled = make_fit_data(base.images, base.landmarks, base.skin_mask,
                            shape_prior_scale=np.array([1.0, 100.0], np.float32))
-    np.testing.assert_allclose(scaled.alpha_scale.numpy(), [1.0, 100.0])
+    np.testing.assert_allclose(scaled.prior_scale.numpy(), [1.0, 100.0])
     weights = CoarseLossWeights.for_model(face_model, id_weight=0.0)
     fitter = Fitter(face_model, weights, FAST, image_size=112)
     params = fitter.split(truth)
     turned = Fitter.pose_prior(params, scaled, 4.0)
     pose = 1.0 + 4.0 * np.sin(truth[:, lay.offsets["angles"][0] + 1]) ** 2
-    np.testing.assert_allclose(turned.alpha_scale.numpy(), pose * [1.0, 100.0], rtol=1e-5)
+    np.testing.assert_allclose(turned.prior_scale.numpy(), pose * [1.0, 100.0], rtol=1e-5)
     ident, expr = slice(*lay.offsets["identity"]), slice(*lay.offsets["expression"])
     extra = (fitter.objective(params, scaled, 112, False, False, None)["reg"]
              - fitter.objective(params, base, 112, False, False, None)["reg"]).numpy()

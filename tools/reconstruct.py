@@ -107,9 +107,9 @@ flags.DEFINE_float("robust_scale_px", 5.0,
 flags.DEFINE_bool("robust_dense", True, "Reweight the FaceMesh points the same way as the 68 "
                   "(FaceMesh puts points the fitted face hides on the visible outline).")
 flags.DEFINE_float("yaw_prior_gain", YAW_PRIOR_GAIN,
-                   "Pose-dependent identity prior: lambda_alpha x (1 + k sin^2(yaw)) per face "
-                   "after the pose and landmark stages (0 = off, the plain prior; turned faces "
-                   "fit better with it; README, 'Large poses').")
+                   "Pose-dependent shape prior: lambda_alpha and lambda_beta x (1 + k sin^2(yaw)) "
+                   "per face after the pose and landmark stages (0 = off, the plain prior; "
+                   "turned faces fit better with it; README, 'Large poses').")
 flags.DEFINE_float("unsure_prior_gain", UNSURE_PRIOR_GAIN,
                    "Multiplier of lambda_alpha and lambda_beta for a face whose FaceMesh points "
                    "were left out (FaceMesh unsure of it, or at odds with the 68 points): its "
