@@ -6,7 +6,8 @@ error on held-out synthetic faces; the dense FaceMesh term on and off.
 Protocol:
 
 * **Annotated photos** (``--photos``, default the three ``images/faces_68pts``
-  photos with ground-truth ``.pts``): the annotated face is selected (the
+  photos with ground-truth ``.pts``; or ``--photos_dir``, your own folder of
+  photos with 68-point ``.pts``/``.mat``/``.t7`` files): the annotated face is selected (the
   detector box holding most ground-truth points), then detected, aligned and
   fitted exactly as ``tools/reconstruct.py`` does. NME = mean point error /
   outer-eye-corner distance (iBUG 36–45), in %, of ``landmarks68.txt``
@@ -49,7 +50,12 @@ from recon_tf.metrics import rigid_vertex_error_mm  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("photos", ["breakingbad.jpg", "einstein.jpg", "takeo.ppm"],
-                  "Photos under <assets>/images/faces_68pts with a .pts beside them.")
+                  "Photos under <assets>/images/faces_68pts with a .pts beside them "
+                  "(ignored with --photos_dir).")
+flags.DEFINE_string("photos_dir", "", "Your own annotated photos instead: every image under "
+                    "this folder (recursive) with a 68-point .pts/.mat/.t7/.ljson of the same name "
+                    "beside it, read as LS3D-W is (e.g. a 300-W or AFLW2000-3D folder).")
+flags.DEFINE_integer("limit", 0, "With --photos_dir: at most this many photos (0: all).")
 flags.DEFINE_integer("num_synthetic", 8, "Held-out synthetic faces.")
 flags.DEFINE_integer("synthetic_seed", 1001, "Seed of the held-out synthetic set.")
 flags.DEFINE_list("dense_settings", ["on", "off"], "Dense FaceMesh term settings to compare.")
@@ -71,27 +77,51 @@ def face_region_psnr(photo: np.ndarray, render: np.ndarray, mask: np.ndarray,
     return psnr(photo, render, region_mask("face", mask, landmark_hull_mask(gt, mask.shape)))
 
 
-def eval_photos(recon, out_dir: str) -> list[dict]:
-    """Fit the annotated photos; NME and PSNR per row (detector, mean face, fit)."""
-    import cv2
+def annotated_photos() -> list[tuple[str, str, np.ndarray]]:
+    """(row name, path, float [68, 2] ground truth) per annotated photo: ``--photos``
+    under the assets, or every annotated image under ``--photos_dir``."""
+    import itertools
 
     from recon_tf.assets import asset_path
-    from recon_tf.preprocess.align import apply_transform
-    from recon_tf.preprocess.image_io import load_image
-    from recon_tf.preprocess.landmarks import nme_outer_eyes, read_pts
+    from recon_tf.data.readers import read_ls3dw
+    from recon_tf.preprocess.landmarks import read_pts
 
-    rows = []
-    prepared = []
-    for name in FLAGS.photos:
-        path = asset_path(os.path.join("images/faces_68pts", name))
-        gt = read_pts(os.path.splitext(path)[0] + ".pts")
+    if not FLAGS.photos_dir:
+        paths = [asset_path(os.path.join("images/faces_68pts", n)) for n in FLAGS.photos]
+        return [(os.path.basename(p), p, read_pts(os.path.splitext(p)[0] + ".pts"))
+                for p in paths]
+    records = itertools.islice(read_ls3dw(FLAGS.photos_dir), FLAGS.limit or None)
+    return [(os.path.relpath(r.image_path, FLAGS.photos_dir), r.image_path, r.landmarks)
+            for r in records]
+
+
+def eval_photos(recon, out_dir: str) -> list[dict]:
+    """Fit the annotated photos, ``--batch_size`` at a time; NME and PSNR per row
+    (detector, mean face, fit)."""
+    rows, prepared = [], []
+    photos = annotated_photos()
+    for k, (name, path, gt) in enumerate(photos):
         face = recon.prepare(path, annotation=gt)
         if hasattr(face, "reason"):
             rows.append({"photo": name, "status": face.reason})
-            continue
-        prepared.append((name, path, gt, face))
-    if not prepared:
-        return rows
+        else:
+            prepared.append((name, path, gt, face))
+        if prepared and (len(prepared) == FLAGS.batch_size or k == len(photos) - 1):
+            rows.extend(_score_photos(recon, prepared, out_dir))
+            prepared = []
+            logging.info("annotated photos: %d of %d", k + 1, len(photos))
+    return rows
+
+
+def _score_photos(recon, prepared: list[tuple], out_dir: str) -> list[dict]:
+    """Fit one batch of prepared annotated photos and score each (see eval_photos)."""
+    import cv2
+
+    from recon_tf.preprocess.align import apply_transform, invert
+    from recon_tf.preprocess.image_io import load_image
+    from recon_tf.preprocess.landmarks import nme_outer_eyes
+
+    rows = []
     result = recon.fit([f for *_, f in prepared])
     zeros = np.zeros_like(result.coeffs[0])
     fine = None
@@ -101,8 +131,6 @@ def eval_photos(recon, out_dir: str) -> list[dict]:
         fine = fine_details(recon, [f for *_, f in prepared], result.coeffs)[0]
     for i, (name, path, gt, face) in enumerate(prepared):
         photo = load_image(path).pixels
-        from recon_tf.preprocess.align import invert
-
         detector = apply_transform(face.to_original, apply_transform(
             invert(face.crop_transform), face.landmarks))
         row = {"photo": name, "nme_detector": 100 * nme_outer_eyes(detector, gt)}

@@ -44,7 +44,7 @@ from recon_tf.data.photo_variants import VARIANTS, photo_variant
 from recon_tf.data.readers import DatasetNotFoundError, Record, read_ls3dw
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("photos_dir", "", "Folder of photos with .pts/.mat/.t7 beside them "
+flags.DEFINE_string("photos_dir", "", "Folder of photos with .pts/.mat/.t7/.ljson beside them "
                     "(default: <assets>/images/faces_68pts).")
 flags.DEFINE_integer("limit", 0, "At most this many photos (0: all).")
 flags.DEFINE_list("variants", list(VARIANTS), "Variants to survey.")

@@ -29,21 +29,36 @@ def _numbers(line: str) -> list[float]:
 
 
 def test_fit_eval_scores_the_annotated_photo_and_a_synthetic_face(tmp_path):
+    """On a folder of one's own (--photos_dir): the photo in a sub-folder, its
+    annotation as menpo's .ljson ((y, x) points), beside an unannotated image."""
+    import json
+    import shutil
+
+    from recon_tf.data.readers import read_pts
+
     try:
-        asset_path("images/faces_68pts/takeo.pts")
+        pts = read_pts(asset_path("images/faces_68pts/takeo.pts"))
     except FileNotFoundError as err:
         pytest.skip(str(err))
-    _run("fit_eval.py", "--photos=takeo.ppm", "--num_synthetic=1", "--dense_settings=off",
-         f"--output={tmp_path}", *FAST_FIT)
-    text = (tmp_path / "fit_eval.md").read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| takeo.ppm |"))
-    nme_detector, nme_mean, nme_fit, psnr_mean, psnr_fit = _numbers(row)
+    photos = tmp_path / "photos" / "sub"
+    photos.mkdir(parents=True)
+    shutil.copy(asset_path("images/faces_68pts/takeo.ppm"), photos / "takeo.ppm")
+    (photos / "takeo.ljson").write_text(json.dumps(
+        {"version": 3, "groups": {"LJSON": {"landmarks": {"points": pts[:, ::-1].tolist()}}}}))
+    shutil.copy(asset_path("images/faces_68pts/takeo.ppm"), photos / "unannotated.ppm")
+    out = tmp_path / "out"
+    _run("fit_eval.py", f"--photos_dir={photos.parent}", "--num_synthetic=1",
+         "--dense_settings=off", f"--output={out}", *FAST_FIT)
+    text = (out / "fit_eval.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| sub/")]
+    assert [r.split(" | ")[0] for r in rows] == ["| sub/takeo.ppm"], text
+    nme_detector, nme_mean, nme_fit, psnr_mean, psnr_fit = _numbers(rows[0])
     assert 0 < nme_detector < 10 and nme_fit < nme_mean  # the fit beats the mean face
     assert psnr_fit > psnr_mean + 2
     synthetic = re.search(r"vertex error (\d+\.\d+) mm \(fit\) vs (\d+\.\d+) mm", text)
     assert synthetic, text
     assert 0 < float(synthetic.group(1)) < 10 and 0 < float(synthetic.group(2)) < 10
-    assert (tmp_path / "dense_off" / "fit" / "takeo" / "landmarks68.txt").exists()
+    assert (out / "dense_off" / "fit" / "sub" / "takeo" / "landmarks68.txt").exists()
 
 
 def test_fine_eval_scores_fine_fitting_against_the_truth(tmp_path):

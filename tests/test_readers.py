@@ -243,3 +243,39 @@ def test_read_now_face_boxes(tmp_path):
     assert readers.read_now_face_box(str(bad.with_name("empty.npy"))) is None  # zero width
     np.save(bad.with_name("keys.npy"), {"x": 1.0}, allow_pickle=True)
     assert readers.read_now_face_box(str(bad.with_name("keys.npy"))) is None
+
+
+def test_read_ljson_matches_pts_and_is_found_beside_its_photo(tmp_path):
+    """menpo's .ljson (points as (y, x), 0-based) reads as the same points as a .pts
+    (x, y, 1-based) of them, whichever group comes first; v2 reads too."""
+    import json
+
+    pts = _points(4)
+    (tmp_path / "a.pts").write_text(
+        "version: 1\nn_points: 68\n{\n" + "\n".join(f"{x} {y}" for x, y in pts + 1) + "\n}\n")
+    yx = pts[:, ::-1].tolist()
+    (tmp_path / "b.ljson").write_text(json.dumps({"version": 3, "groups": {
+        "pupils": {"landmarks": {"points": [[1.0, 2.0], [3.0, 4.0]], "connectivity": []}},
+        "LJSON": {"landmarks": {"points": yx, "connectivity": []}, "labels": []}}}))
+    (tmp_path / "c.ljson").write_text(json.dumps({"version": 2, "landmarks": {"points": yx}}))
+    from_pts = readers.read_landmark_file(str(tmp_path / "a.pts"))
+    for name in ("b.ljson", "c.ljson"):
+        got = readers.read_landmark_file(str(tmp_path / name))
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, from_pts, atol=1e-4)
+    _touch(tmp_path / "b.jpg")
+    _touch(tmp_path / "tongue.jpg")  # another scheme (menpo's 19 points): skipped
+    (tmp_path / "tongue.pts").write_text("version: 1\nn_points: 2\n{\n1 2\n3 4\n}\n")
+    records = list(readers.read_ls3dw(str(tmp_path)))
+    assert [r.annotation_path.endswith("b.ljson") for r in records] == [True]
+    np.testing.assert_allclose(records[0].landmarks, pts, atol=1e-4)
+    (tmp_path / "v1.ljson").write_text(json.dumps({"version": 1, "groups": []}))
+    with pytest.raises(ValueError, match="version 1"):
+        readers.read_landmark_file(str(tmp_path / "v1.ljson"))
+    (tmp_path / "few.ljson").write_text(json.dumps({"version": 2,
+                                                    "landmarks": {"points": yx[:5]}}))
+    with pytest.raises(ValueError, match="no group of 68"):
+        readers.read_landmark_file(str(tmp_path / "few.ljson"))
+    (tmp_path / "bad.ljson").write_text("{not json")
+    with pytest.raises(ValueError, match="not a menpo"):
+        readers.read_landmark_file(str(tmp_path / "bad.ljson"))

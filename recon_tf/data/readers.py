@@ -44,6 +44,7 @@ import struct
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from absl import logging
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff",
                     ".webp", ".gif", ".heic", ".heif", ".avif")
@@ -215,29 +216,42 @@ def _has_lfw_images(base: str, person: str) -> bool:
     return any(n.startswith(person + "_") and _is_image(n) for n in os.listdir(folder))
 
 
+LANDMARK_EXTENSIONS = (".pts", ".mat", ".t7", ".ljson")
+
+
 def read_ls3dw(root: str, require_annotation: bool = True) -> Iterator[Record]:
-    """LS3D-W images with their 68-point annotations (``.pts``, ``.mat``, ``.t7``)."""
+    """LS3D-W images with their 68-point annotations (``.pts``, ``.mat``, ``.t7``;
+    also menpo's ``.ljson``, so any such folder of annotated photos reads the same).
+
+    An image whose annotation cannot be read as 68 points (corrupt, or another
+    scheme) is skipped with a logged warning."""
     if not os.path.isdir(root):
         raise _missing("ls3d", "the data-set folder", [root])
     found = False
     for path in list_files(root, images_only=True):
         stem = os.path.splitext(path)[0]
-        annotation = next((stem + ext for ext in (".pts", ".mat", ".t7")
+        annotation = next((stem + ext for ext in LANDMARK_EXTENSIONS
                            if os.path.exists(stem + ext)), "")
         if not annotation and require_annotation:
             continue
+        landmarks = None
+        if annotation:
+            try:
+                landmarks = read_landmark_file(annotation)
+            except (ValueError, OSError) as err:  # e.g. menpo's 19-point tongue.pts
+                logging.warning("skipped %s: %s", path, err)
+                continue
         found = True
         split = os.path.relpath(os.path.dirname(path), root).split(os.sep)[0]
-        landmarks = read_landmark_file(annotation) if annotation else None
         yield Record(path, landmarks=landmarks, split="" if split == "." else split,
                      annotation_path=annotation)
     if not found:
-        raise _missing("ls3d", "images with .pts/.mat/.t7 annotations of the same name",
+        raise _missing("ls3d", "images with .pts/.mat/.t7/.ljson annotations of the same name",
                        [root])
 
 
 def read_landmark_file(path: str) -> np.ndarray:
-    """Read 68 2D landmarks from ``.pts``, ``.mat`` or ``.t7`` → float32 [68, 2]."""
+    """Read 68 2D landmarks from ``.pts``, ``.mat``, ``.t7`` or ``.ljson`` → float32 [68, 2]."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".pts":
         points = read_pts(path)
@@ -251,6 +265,8 @@ def read_landmark_file(path: str) -> np.ndarray:
         points = np.asarray(data[key], np.float64)
     elif ext == ".t7":
         points = read_t7_tensor(path)
+    elif ext == ".ljson":
+        points = read_ljson(path)
     else:
         raise ValueError(f"{path}: unsupported landmark file type {ext!r}")
     if points.ndim == 2 and points.shape[0] in (2, 3) and points.shape[1] == 68:
@@ -258,6 +274,40 @@ def read_landmark_file(path: str) -> np.ndarray:
     if points.ndim != 2 or points.shape[0] != 68 or points.shape[1] < 2:
         raise ValueError(f"{path}: expected 68 points, got shape {points.shape}")
     return np.asarray(points[:, :2], np.float32)
+
+
+def read_ljson(path: str, num_points: int = 68) -> np.ndarray:
+    """Read menpo's landmark JSON (``.ljson``, versions 2 and 3) → float32 [N, 2] (x, y).
+
+    Version 3 holds named groups (``{"groups": {name: {"landmarks": {"points":
+    ...}}}}``), version 2 one group (``{"landmarks": {"points": ...}}``). menpo
+    stores each point as (y, x), 0-based with pixel centres at integers (its
+    ``.pts`` importer subtracts 1), so the result is in this module's
+    convention without a shift. The first group with ``num_points`` points is
+    read (0: the first group).
+
+    Raises:
+      ValueError: not JSON, another version, or no group of ``num_points`` points.
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a menpo .ljson file ({err})") from err
+    version = data.get("version") if isinstance(data, dict) else None
+    if version == 3:
+        groups = [g.get("landmarks", {}).get("points") for g in data.get("groups", {}).values()]
+    elif version == 2:
+        groups = [data.get("landmarks", {}).get("points")]
+    else:
+        raise ValueError(f"{path}: menpo .ljson version {version!r}; versions 2 and 3 are read")
+    for points in groups:
+        pts = np.asarray(points if points is not None else [], np.float64)
+        if pts.ndim == 2 and pts.shape[1] == 2 and (num_points in (0, len(pts))):
+            return pts[:, ::-1].astype(np.float32)
+    raise ValueError(f"{path}: no group of {num_points} 2D points")
 
 
 _T7_DTYPES = {"Float": "<f4", "Double": "<f8", "Long": "<i8", "Int": "<i4", "Short": "<i2",
