@@ -149,7 +149,8 @@ def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructi
     """Write ``<out_dir>/index.html`` from a ``summary.json``-shaped dict.
 
     One row per reconstructed face (``summary["images"][i]["faces"]``), then a
-    table of skipped inputs with their reasons. Images are linked by paths
+    table of skipped inputs with their reasons, and one of the faces left out of
+    reconstructed photos (``failed_faces``, e.g. ``not_a_face``). Images are linked by paths
     relative to ``out_dir``; a missing file shows as an empty cell.
 
     Returns:
@@ -166,11 +167,12 @@ def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructi
     parts.append("<table><tr><th>photo / face</th>"
                  + "".join(f"<th>{html.escape(c)}</th>" for c, _ in GALLERY_COLUMNS)
                  + "<th>numbers</th></tr>")
-    skipped = []
+    skipped, left_out = [], []
     for entry in summary.get("images", []):
         if entry.get("status") != "ok":
             skipped.append(entry)
             continue
+        left_out += [{"path": entry["path"], **f} for f in entry.get("failed_faces", [])]
         for face in entry.get("faces", []):
             folder = face.get("output", "")
             cells = []
@@ -190,6 +192,13 @@ def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructi
         for e in skipped:
             parts.append("<tr>" + "".join(f"<td>{html.escape(str(e.get(k, '')))}</td>" for k in
                                           ("path", "status", "reason", "note")) + "</tr>")
+        parts.append("</table>")
+    if left_out:
+        parts.append("<h2>Faces left out</h2><table><tr><th>input</th><th>face</th>"
+                     "<th>reason</th><th>detail</th></tr>")
+        for e in left_out:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(str(e.get(k, '')))}</td>" for k in
+                                          ("path", "face_index", "reason", "note")) + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>\n")
     path = os.path.join(out_dir, "index.html")

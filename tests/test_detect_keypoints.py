@@ -1,6 +1,8 @@
 """Face detection: MTCNN keypoints in the documented order, padding for tight crops,
 and FaceMesh's second opinion on the faces MTCNN is unsure of."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -565,3 +567,34 @@ def test_a_given_face_box_picks_its_face_or_stands_in_for_a_missed_one(face_mode
     assert inside(photo_points(plain), given) > 0.9
     for bad in ([10.0, 10.0, 0.0, 50.0], [np.nan, 0.0, 9.0, 9.0], [1.0, 2.0, 3.0]):
         assert preparer.prepare(path, box=np.array(bad)).reason == "bad_box"
+
+
+def test_a_second_face_facemesh_finds_no_face_is_dropped(face_model, tmp_path):
+    """scikit-image's astronaut: MTCNN accepts a fold of the suit's collar (O-Net ≈ 0.94)
+    beside Eileen Collins' face; FaceMesh scores the fold ≈ 0, so only the face is
+    prepared, and the fold is reported as not_a_face. The rule never drops the largest
+    face, nor a face without a FaceMesh score."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from recon_tf.photo_faces import FALSE_FACE_SCORE, FacePreparer, false_face
+    from recon_tf.preprocess import FacePreprocessor
+    from recon_tf.preprocess.detect import FaceBox
+
+    mesh = _facemesh_or_skip()
+    path = str(tmp_path / "astronaut.png")
+    cv2.imwrite(path, np.ascontiguousarray(skimage_data.astronaut()[..., ::-1]))
+    pre = FacePreprocessor(template_3d=face_model.mean_landmarks_3d(),
+                           face_verifier=mesh.face_score, mirror_pass=True)
+    preparer = FacePreparer(pre, mesh)
+    _, found = preparer.decode_detect(path)
+    assert len(found) == 2  # the face and the fold
+    items = preparer.prepare_all(path)
+    assert len(items) == 1 and items[0].info["facemesh_score"] > 0.9
+    (failed,) = items[0].info["failed_faces"]
+    assert failed["face_index"] == 1 and failed["reason"] == "not_a_face"
+    box = FaceBox(np.array([0, 0, 40, 40], np.float32), 0.95, np.zeros((5, 2), np.float32))
+    low = {"facemesh_score": FALSE_FACE_SCORE / 2}
+    assert false_face(box, low)
+    assert not false_face(box, {})  # no FaceMesh: no second opinion, nothing dropped
+    assert not false_face(box, {**low, "turned": [180, 0.95]})
+    assert not false_face(dataclasses.replace(box, confidence=0.99), low)
+    assert not false_face(dataclasses.replace(box, verify_score=0.9), low)

@@ -490,7 +490,7 @@ def test_faces_without_facemesh_points_lean_on_the_shape_prior(face_model):
 
 def test_the_gallery_notes_what_was_unusual_about_a_face(tmp_path):
     """index.html's numbers cell says how a face was found and what the pipeline did
-    about it; a plain face gets no notes row."""
+    about it; a plain face gets no notes row; faces left out are listed with why."""
     from recon_tf.gallery import face_notes, write_index
 
     plain = {"face_index": 0, "output": "a", "method": "fit", "loss": {"total": 0.1}}
@@ -501,10 +501,14 @@ def test_the_gallery_notes_what_was_unusual_about_a_face(tmp_path):
     assert face_notes(plain) == []
     notes = face_notes(odd)
     assert len(notes) == 8
-    summary = {"images": [{"path": "x/a.jpg", "status": "ok", "num_faces": 2,
-                           "faces": [plain, odd]}], "totals": {"ok": 1}}
+    summary = {"images": [{"path": "x/a.jpg", "status": "ok", "num_faces": 3,
+                           "faces": [plain, odd],
+                           "failed_faces": [{"face_index": 2, "reason": "not_a_face",
+                                             "note": "MTCNN 0.944, FaceMesh 0.0005"}]}],
+               "totals": {"ok": 1}}
     page = open(write_index(str(tmp_path), summary)).read()
     assert page.count("<b>notes</b>") == 1
+    assert "<h2>Faces left out</h2>" in page and "MTCNN 0.944, FaceMesh 0.0005" in page
     for text in ("method rnet+refine60", "turned by 90°", "mirrored photo", "upside down",
                  "shape prior × 100", "12% of the crop", "dense term left out",
                  "fine stage failed"):
