@@ -56,6 +56,9 @@ flags.DEFINE_string("photos_dir", "", "Your own annotated photos instead: every 
                     "this folder (recursive) with a 68-point .pts/.mat/.t7/.ljson of the same name "
                     "beside it, read as LS3D-W is (e.g. a 300-W or AFLW2000-3D folder).")
 flags.DEFINE_integer("limit", 0, "With --photos_dir: at most this many photos (0: all).")
+flags.DEFINE_bool("truth_landmarks", False, "Fit the annotation's own 68 points in place of "
+                  "the detector's (a diagnostic: what a perfect 2D detector would give; the "
+                  "'detector' rows then score the annotation itself).")
 flags.DEFINE_integer("num_synthetic", 8, "Held-out synthetic faces.")
 flags.DEFINE_integer("synthetic_seed", 1001, "Seed of the held-out synthetic set.")
 flags.DEFINE_list("dense_settings", ["on", "off"], "Dense FaceMesh term settings to compare.")
@@ -95,6 +98,18 @@ def annotated_photos() -> list[tuple[str, str, np.ndarray]]:
             for r in records]
 
 
+def with_landmarks(face, points: np.ndarray):
+    """``face`` (a prepared face) with its 68 points replaced by ``points`` (float
+    [68, 2], original photo pixels), moved into its aligned crop."""
+    import dataclasses
+
+    from recon_tf.preprocess.align import apply_transform, invert
+
+    crop = apply_transform(face.crop_transform, apply_transform(invert(face.to_original),
+                                                                points))
+    return dataclasses.replace(face, landmarks=crop.astype(np.float32))
+
+
 def eval_photos(recon, out_dir: str) -> list[dict]:
     """Fit the annotated photos, ``--batch_size`` at a time; NME and PSNR per row
     (detector, mean face, fit)."""
@@ -105,6 +120,8 @@ def eval_photos(recon, out_dir: str) -> list[dict]:
         if hasattr(face, "reason"):
             rows.append({"photo": name, "status": face.reason})
         else:
+            if FLAGS.truth_landmarks:
+                face = with_landmarks(face, gt)
             prepared.append((name, path, gt, face))
         if prepared and (len(prepared) == FLAGS.batch_size or k == len(photos) - 1):
             rows.extend(_score_photos(recon, prepared, out_dir))
