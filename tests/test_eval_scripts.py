@@ -61,6 +61,21 @@ def test_fit_eval_scores_the_annotated_photo_and_a_synthetic_face(tmp_path):
     assert (out / "dense_off" / "fit" / "sub" / "takeo" / "landmarks68.txt").exists()
 
 
+def test_fit_eval_can_fit_the_annotation_itself(tmp_path):
+    """--truth_landmarks: the fit gets the annotation's own 68 points (the 'detector'
+    column then scores 0) and lands closer to them than the mean face."""
+    try:
+        asset_path("images/faces_68pts/takeo.pts")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    _run("fit_eval.py", "--photos=takeo.ppm", "--num_synthetic=0", "--dense_settings=off",
+         "--truth_landmarks", f"--output={tmp_path}", *FAST_FIT)
+    text = (tmp_path / "fit_eval.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| takeo.ppm |"))
+    nme_truth, nme_mean, nme_fit, _, _ = _numbers(row)
+    assert nme_truth < 0.01 and nme_fit < min(nme_mean, 6.0)
+
+
 def test_fine_eval_scores_fine_fitting_against_the_truth(tmp_path):
     _run("fine_eval.py", "--num_synthetic=2", "--batch_size=2", "--uv_size=64",
          "--image_size=128", "--fine_steps=20", "--mean_samples=4", f"--output={tmp_path}")
