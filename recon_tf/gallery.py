@@ -145,6 +145,17 @@ def _numbers(face: dict) -> str:
     return "<br>".join(rows)
 
 
+def _table(title: str, rows: list[dict], headers: tuple[str, ...], keys: tuple[str, ...]
+           ) -> list[str]:
+    """An HTML table of ``rows`` (one cell per key), under an ``<h2>`` title; none if empty."""
+    if not rows:
+        return []
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = ["<tr>" + "".join(f"<td>{html.escape(str(r.get(k, '')))}</td>" for k in keys)
+            + "</tr>" for r in rows]
+    return [f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>", *body, "</table>"]
+
+
 def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructions") -> str:
     """Write ``<out_dir>/index.html`` from a ``summary.json``-shaped dict.
 
@@ -186,20 +197,10 @@ def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructi
                      f"<a href='{html.escape(folder)}/'>{html.escape(folder)}/</a>")
             parts.append(f"<tr><td>{label}</td>{''.join(cells)}<td>{_numbers(face)}</td></tr>")
     parts.append("</table>")
-    if skipped:
-        parts.append("<h2>Skipped inputs</h2><table><tr><th>input</th><th>status</th>"
-                     "<th>reason</th><th>detail</th></tr>")
-        for e in skipped:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(str(e.get(k, '')))}</td>" for k in
-                                          ("path", "status", "reason", "note")) + "</tr>")
-        parts.append("</table>")
-    if left_out:
-        parts.append("<h2>Faces left out</h2><table><tr><th>input</th><th>face</th>"
-                     "<th>reason</th><th>detail</th></tr>")
-        for e in left_out:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(str(e.get(k, '')))}</td>" for k in
-                                          ("path", "face_index", "reason", "note")) + "</tr>")
-        parts.append("</table>")
+    parts += _table("Skipped inputs", skipped, ("input", "status", "reason", "detail"),
+                    ("path", "status", "reason", "note"))
+    parts += _table("Faces left out", left_out, ("input", "face", "reason", "detail"),
+                    ("path", "face_index", "reason", "note"))
     parts.append("</body></html>\n")
     path = os.path.join(out_dir, "index.html")
     tmp = path + ".tmp"
