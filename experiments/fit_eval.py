@@ -7,9 +7,9 @@ Protocol:
 
 * **Annotated photos** (``--photos``, default the three ``images/faces_68pts``
   photos with ground-truth ``.pts``; or ``--photos_dir``, your own folder of
-  photos with 68-point ``.pts``/``.mat``/``.t7`` files): the annotated face is selected (the
-  detector box holding most ground-truth points), then detected, aligned and
-  fitted exactly as ``tools/reconstruct.py`` does. NME = mean point error /
+  photos with 68-point ``.pts``/``.mat``/``.t7``/``.ljson`` files): the annotated
+  face is selected (the detector box holding most ground-truth points), then
+  detected, aligned and fitted exactly as ``tools/reconstruct.py`` does. NME = mean point error /
   outer-eye-corner distance (iBUG 36–45), in %, of ``landmarks68.txt``
   against the ground truth. PSNR = 10 log10(255² / MSE) over the face region
   = the ground-truth landmark hull ∩ ``face_mask.png``, 0–255, input
@@ -24,6 +24,8 @@ Protocol:
   alignment (rotation + translation, no scale); the mean face is the baseline.
   Yaw error = fitted minus true yaw (degrees), signed so that negative means
   the fit turned the head less than it is (towards frontal).
+* ``--truth_landmarks`` (a diagnostic): the annotation's own 68 points replace
+  the detector's in the fit, so the NME shows what the fit adds to perfect points.
 * **Large poses** (``--synthetic_yaw=D``): every held-out face is turned to a
   yaw of ±D degrees (alternating sign; its pitch, roll and everything else as
   drawn), so a pose range can be scored on its own; faces the detector misses
