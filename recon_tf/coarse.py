@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from recon_tf.camera import PIXEL_CENTER
 from recon_tf.face_model import FaceModel
-from recon_tf.fitting import FitData, Fitter
+from recon_tf.fit_data import FitData
+from recon_tf.fitting import Fitter
 from recon_tf.landmarks import NUM_LANDMARKS
 from recon_tf.metrics import rigid_vertex_error_mm
 from recon_tf.training import META_FILE, check_meta, read_meta, to_uint8

@@ -285,7 +285,7 @@ def regularization_loss(coeffs: Coeffs, weights: CoarseLossWeights,
         λ_δ = ``delta_weight``, and ``gamma_weight`` for
         :func:`light_regularization` (0 gives exactly Eq. 10).
       alpha_scale: optional float32 [B], a per-example multiplier of λ_α (ours,
-        fitting only: :class:`recon_tf.fitting.FitData`'s ``prior_scale``, the
+        fitting only: :class:`recon_tf.fit_data.FitData`'s ``prior_scale``, the
         pose-dependent prior times the prior of faces with unreliable landmarks);
         None = 1.
       beta_scale: optional float32 [B], the same for λ_β; None = 1.

@@ -35,7 +35,8 @@ class FineSettings:
         crops').
       albedo_module, displacement_module: trained modules
         (``experiments/train_fine.py``), or None to fit the detail per photo
-        (:meth:`recon_tf.fine.FineStage.fit`, ``steps`` Adam steps).
+        (:meth:`recon_tf.fine.FineStage.fit`, ``steps`` momentum steps on RMS-normalised
+        gradients).
       steps: per-photo fine-fitting steps.
       subdivisions: midpoint subdivisions of ``mesh_fine.obj`` before the
         displacement is baked in (each ×4 triangles).

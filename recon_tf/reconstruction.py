@@ -61,7 +61,8 @@ import tensorflow as tf
 
 from recon_tf.camera import PIXEL_CENTER, Camera, rigid_transform, rotation_matrix
 from recon_tf.face_model import FaceModel
-from recon_tf.fitting import FitResult, Fitter, make_fit_data
+from recon_tf.fit_data import FitResult, make_fit_data
+from recon_tf.fitting import Fitter
 from recon_tf.landmarks import JAW, NOW_FROM_IBUG
 from recon_tf.photo_faces import FacePreparer, PreparedFace, Skipped
 from recon_tf.preprocess.align import apply_transform, compose, invert
@@ -97,7 +98,7 @@ class PhotoReconstructor:
         (:func:`recon_tf.coarse.load_coarse_model`), or None to fit from the
         mean face.
       refine_steps: with a predictor: photometric fitting steps from its
-        prediction (:func:`recon_tf.fitting.refine_schedule`; 0 keeps it).
+        prediction (:func:`recon_tf.fit_data.refine_schedule`; 0 keeps it).
       fine: a :class:`FineSettings` to add the fine outputs, or None.
       unsure_prior_gain: multiplier of the fit's λ_α and λ_β for a face whose
         FaceMesh points were left out (FaceMesh unsure of the face, score below
@@ -173,7 +174,7 @@ class PhotoReconstructor:
             shape_prior_scale=self.shape_prior_scales(faces))
         if self.predictor is None:
             return self.fitter.fit(data, init)
-        from recon_tf.fitting import refine_schedule
+        from recon_tf.fit_data import refine_schedule
 
         t0 = time.perf_counter()
         predicted = np.asarray(self.predictor(data.images, training=False), np.float32)

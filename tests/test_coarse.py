@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from recon_tf.camera import PIXEL_CENTER
 from recon_tf.coarse import CoarseStage, mark_landmark_source
-from recon_tf.fitting import FitSchedule, Fitter, refine_schedule
+from recon_tf.fit_data import FitSchedule, refine_schedule
+from recon_tf.fitting import Fitter
 from recon_tf.landmarks import ContourLandmarks
 
 
@@ -55,7 +56,7 @@ def test_refine_schedule_starts_from_the_prediction(face_model):
     sched = refine_schedule(7, size=64, base=FitSchedule(robust_scale_px=0.0))
     assert (sched.pose_steps, sched.landmark_steps, sched.linear_rounds) == (0, 0, 0)
     assert sched.photo_scales == (64,) and sched.photo_steps == (7,)
-    from recon_tf.fitting import make_fit_data
+    from recon_tf.fit_data import make_fit_data
 
     fitter = Fitter(face_model, image_size=64)
     rng = np.random.default_rng(1)

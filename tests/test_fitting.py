@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from recon_tf.camera import Camera
-from recon_tf.fitting import YAW_PRIOR_GAIN, FitSchedule, Fitter, make_fit_data
+from recon_tf.fit_data import YAW_PRIOR_GAIN, FitSchedule, make_fit_data
+from recon_tf.fitting import Fitter
 from recon_tf.landmarks import ContourLandmarks
 from recon_tf.losses import CoarseLossWeights
 from recon_tf.render.renderer import render_face

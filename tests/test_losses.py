@@ -38,7 +38,7 @@ def test_landmark_known_value_weights_and_scale():
 
 
 def test_silhouette_known_value_and_its_gradient_points_back_to_the_face():
-    from recon_tf.fitting import background_distance
+    from recon_tf.fit_data import background_distance
 
     background = np.zeros((20, 20), np.uint8)
     background[:, 10:] = 255  # columns 10-19 are background

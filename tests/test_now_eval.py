@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon_tf import now_eval
+from recon_tf import mesh_distance, now_eval
 
 # Face-like height field (mm): a broad face dome, a nose ridge and tip, two eye sockets.
 LMK_XY = np.array([[-45.0, 35.0], [-15.0, 35.0], [15.0, 35.0], [45.0, 35.0],
@@ -64,7 +64,7 @@ def scan():
 def test_closest_point_satisfies_projection_conditions():
     rng = np.random.default_rng(0)
     p, a, b, c = (rng.normal(size=(4000, 3)) * s for s in (3.0, 1.0, 1.0, 1.0))
-    q = now_eval.closest_points_on_triangles(p, a, b, c)
+    q = mesh_distance.closest_points_on_triangles(p, a, b, c)
     # q is in the triangle (barycentric coordinates ≥ 0) ...
     m = np.stack([b - a, c - a], -1)
     gram = np.einsum("nij,nik->njk", m, m)
@@ -77,7 +77,7 @@ def test_closest_point_satisfies_projection_conditions():
     # degenerate triangles (a point, a segment) give the closest point of the segment
     z = np.zeros((1, 3))
     e = np.array([[1.0, 0, 0]])
-    q = now_eval.closest_points_on_triangles(np.array([[0.5, 2.0, 0]]), z, e, 2 * e)
+    q = mesh_distance.closest_points_on_triangles(np.array([[0.5, 2.0, 0]]), z, e, 2 * e)
     np.testing.assert_allclose(q, [[0.5, 0, 0]])
 
 
@@ -92,10 +92,10 @@ def test_point_to_mesh_distance_equals_brute_force():
     verts = np.concatenate([verts, small])
     faces = np.concatenate([faces, 303 + rng.integers(0, 30, size=(100, 3))])
     points = rng.uniform(-30, 30, size=(500, 3))
-    dist, closest = now_eval.point_to_mesh_distance(points, verts, faces)
+    dist, closest = mesh_distance.point_to_mesh_distance(points, verts, faces)
     tri = verts[faces]
     pp = np.repeat(points[:, None], len(faces), 1)
-    q = now_eval.closest_points_on_triangles(pp, *(np.broadcast_to(tri[None, :, k], pp.shape)
+    q = mesh_distance.closest_points_on_triangles(pp, *(np.broadcast_to(tri[None, :, k], pp.shape)
                                                    for k in range(3)))
     brute = np.sqrt(np.min(np.sum((q - pp) ** 2, -1), axis=1))
     np.testing.assert_allclose(dist, brute, rtol=1e-12, atol=1e-12)
@@ -114,7 +114,7 @@ def test_offset_along_normals_gives_the_offset(scan):
     d = 2.0
     moved = verts + d * _vertex_normals(verts, faces)
     points, keep = now_eval.crop_scan(verts, lmk)
-    dist, _ = now_eval.point_to_mesh_distance(points, moved, faces)
+    dist, _ = mesh_distance.point_to_mesh_distance(points, moved, faces)
     assert np.median(dist) == pytest.approx(d, abs=0.02)
     dev = np.abs(dist - d)  # discretisation only: largest at the curved nose
     assert np.percentile(dev, 95) < 0.05 and dev.max() < 0.3

@@ -37,7 +37,7 @@ import time
 
 from absl import app, flags, logging
 
-from recon_tf.fitting import YAW_PRIOR_GAIN
+from recon_tf.fit_data import YAW_PRIOR_GAIN
 from recon_tf.losses import define_coarse_loss_flags, define_fine_loss_flags
 from recon_tf.reconstruction import UNSURE_PRIOR_GAIN
 
@@ -126,7 +126,8 @@ flags.DEFINE_bool("fine", True, "Add the fine stage's outputs (detail albedo, di
                   "normals, mesh_fine.obj, render_fine.png).")
 flags.DEFINE_string("fine_model", None, "Trained fine modules (experiments/train_fine.py run "
                     "directory); without it the detail is fitted per photo.")
-flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting Adam steps (no --fine_model).")
+flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting steps (no --fine_model; "
+                     "momentum SGD on RMS-normalised gradients, FineStage.fit).")
 flags.DEFINE_integer("fine_uv_size", 256, "Side of the fine stage's UV maps.")
 flags.DEFINE_enum("wavelet_source", "uv", ["uv", "crop"], "What the wavelet encoder reads: "
                   "the input unwrapped into UV, or the aligned crop.")
@@ -175,7 +176,8 @@ def build_reconstructor():
     from bfm import load_default_face_model
     from recon_tf import assets
     from recon_tf.face_model import load_face_model
-    from recon_tf.fitting import FitSchedule, Fitter
+    from recon_tf.fit_data import FitSchedule
+    from recon_tf.fitting import Fitter
     from recon_tf.losses import weights_from_flags
     from recon_tf.preprocess import FacePreprocessor
     from recon_tf.reconstruction import PhotoReconstructor
