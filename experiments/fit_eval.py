@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import reconstruct  # noqa: E402  (its flags configure the fit)
 
-from recon_tf.metrics import rigid_vertex_error_mm  # noqa: E402
+from recon_tf.metrics import face_region_psnr, rigid_vertex_error_mm  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("photos", ["breakingbad.jpg", "einstein.jpg", "takeo.ppm"],
@@ -72,14 +72,6 @@ flags.DEFINE_string("synthetic_variant", "orig", "Alter each held-out synthetic 
                     "before it is reconstructed; the truth stays the render's.")
 flags.DEFINE_float("synthetic_yaw", 0.0, "Turn every held-out synthetic face to ±this yaw "
                    "(degrees, alternating sign); 0: the yaw the synthetic set draws.")
-
-
-def face_region_psnr(photo: np.ndarray, render: np.ndarray, mask: np.ndarray,
-                     gt: np.ndarray) -> float:
-    """PSNR (0–255) over the ground-truth landmark hull ∩ mask (:mod:`recon_tf.metrics`)."""
-    from recon_tf.metrics import landmark_hull_mask, psnr, region_mask
-
-    return psnr(photo, render, region_mask("face", mask, landmark_hull_mask(gt, mask.shape)))
 
 
 def annotated_photos() -> list[tuple[str, str, np.ndarray]]:

@@ -7,7 +7,7 @@
 * :func:`face_crop`: a square crop around a face box, for thumbnails.
 * :func:`write_index`: ``<dir>/index.html``, one row per reconstructed face:
   input | coarse | fine | detail normals | shaded geometry from two other views,
-  with the face's numbers (loss terms, timings) and notes (:func:`face_notes`).
+  with the face's numbers (render PSNR, loss terms, timings) and notes (:func:`face_notes`).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def face_notes(face: dict) -> list[str]:
 def _numbers(face: dict) -> str:
     notes = face_notes(face)
     rows = [f"<b>notes</b>: {html.escape('; '.join(notes))}"] if notes else []
-    for key in ("loss", "fine_loss", "seconds"):
+    for key in ("psnr", "loss", "fine_loss", "seconds"):
         values = face.get(key) or {}
         if values:
             text = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"

@@ -283,6 +283,24 @@ def region_mask(region: str, face_mask: np.ndarray, hull_mask: np.ndarray | None
     raise ValueError(f"unknown region {region!r}; choose one of {REGIONS}")
 
 
+def face_region_psnr(photo: np.ndarray, render: np.ndarray, face_mask: np.ndarray,
+                     landmarks68: np.ndarray) -> float:
+    """PSNR (dB, 0–255) of a render composited over its photo, over the region of the
+    README's per-photo targets: the rendered-face mask ∩ the filled hull of 68
+    landmarks (:func:`landmark_hull_mask`).
+
+    Args:
+      photo, render: uint8 [H, W, 3] (the render composited over the photo).
+      face_mask: bool [H, W] pixels the rendered front face covers.
+      landmarks68: float [68, 2] pixels, centres at integers: annotated points for
+        evaluation, the detector's for the main job's own report.
+    Returns:
+      PSNR in dB (NaN for an empty region).
+    """
+    return psnr(photo, render, region_mask("face", face_mask,
+                                           landmark_hull_mask(landmarks68, face_mask.shape)))
+
+
 def describe_region(region: str, with_hull: bool = False) -> str:
     """A one-line label for a table caption: which pixels the metrics used."""
     if region == "face":

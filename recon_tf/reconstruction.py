@@ -68,7 +68,7 @@ from recon_tf.photo_faces import FacePreparer, PreparedFace, Skipped
 from recon_tf.preprocess.align import apply_transform, compose, invert
 
 __all__ = ["DM_TO_MM", "OUTPUT_FILES", "UNSURE_PRIOR_GAIN", "PhotoReconstructor",
-           "PreparedFace", "Skipped", "paste", "read_fitted_faces", "reproject"]
+           "PreparedFace", "Skipped", "paste", "read_fitted_faces", "render_psnr", "reproject"]
 
 DM_TO_MM = 100.0
 # The fit's λ_α and λ_β multiplier for faces whose FaceMesh points were left out
@@ -366,6 +366,40 @@ def paste(photo: np.ndarray, render: np.ndarray, covered: np.ndarray, x0: int, y
     pixels = np.clip(np.nan_to_num(render[covered].astype(np.float64)) * 255.0 + 0.5, 0, 255)
     comp[y0:y0 + h, x0:x0 + w][covered] = pixels.astype(np.uint8)
     return comp, mask
+
+
+def render_psnr(face: PreparedFace, out_dir: str) -> dict:
+    """How well a face's written renders explain its photo, for ``summary.json``.
+
+    PSNR (dB, 0–255, photo size) of ``render_coarse.png`` and, when written,
+    ``render_fine.png`` against the photo, over ``face_mask.png`` ∩ the hull of the
+    *detector's* 68 points (:func:`recon_tf.metrics.face_region_psnr`): the
+    region of the README's per-photo targets, with the detector's points standing
+    in for an annotation. A render that explains the face well scores high; it is
+    no accuracy measure against ground truth.
+
+    Returns:
+      ``{"coarse": dB, "fine": dB (if render_fine.png exists), "region": text}``.
+    """
+    import cv2
+
+    from recon_tf.metrics import face_region_psnr
+
+    ow, oh = face.original_size
+    photo = face.pixels
+    if photo.shape[:2] != (oh, ow):  # as the renders were brought to photo size
+        photo = cv2.resize(photo, (ow, oh), interpolation=cv2.INTER_LINEAR)
+    mask = cv2.imread(os.path.join(out_dir, "face_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    points = apply_transform(compose(face.to_original, invert(face.crop_transform)),
+                             face.landmarks)
+    scores = {}
+    for stage in ("coarse", "fine"):
+        path = os.path.join(out_dir, f"render_{stage}.png")
+        if os.path.isfile(path):
+            render = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            scores[stage] = round(float(face_region_psnr(photo, render, mask, points)), 2)
+    scores["region"] = "face_mask ∩ detected-landmark hull"
+    return scores
 
 
 def read_fitted_faces(root: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

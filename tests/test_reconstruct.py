@@ -347,6 +347,31 @@ def test_fine_outputs_are_consistent(run_dir):
     assert set(entry["faces"][0]["fine_loss"]) >= {"pho", "alb", "smo", "total"}
 
 
+def test_summary_reports_each_render_psnr_over_the_detected_face(run_dir):
+    """summary.json's per-face PSNR is that of render_coarse.png / render_fine.png
+    against the photo over face_mask.png ∩ the hull of the detector's 68 points
+    (coeffs.npz's detected_landmarks68), and index.html shows it."""
+    from recon_tf.metrics import face_region_psnr, psnr
+
+    src, out, _ = run_dir
+    summary = json.load(open(out / "summary.json"))
+    entry = [e for e in summary["images"] if e["path"].endswith("takeo.ppm")][0]
+    scores = entry["faces"][0]["psnr"]
+    photo = cv2.cvtColor(cv2.imread(str(src / "takeo.ppm")), cv2.COLOR_BGR2RGB)
+    d = out / "takeo"
+    mask = cv2.imread(str(d / "face_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    points = np.load(d / "coeffs.npz")["detected_landmarks68"]
+    for stage in ("coarse", "fine"):
+        render = cv2.cvtColor(cv2.imread(str(d / f"render_{stage}.png")), cv2.COLOR_BGR2RGB)
+        expected = face_region_psnr(photo, render, mask, points)
+        assert 10.0 < scores[stage] < 60.0
+        assert scores[stage] == pytest.approx(expected, abs=0.006)
+        # the hull matters: over the whole rendered face the number differs
+        assert psnr(photo, render, mask) != pytest.approx(expected, abs=1e-3)
+    assert scores["coarse"] != scores["fine"]
+    assert "<b>psnr</b>: coarse" in (out / "index.html").read_text()
+
+
 def test_fine_render_paints_the_eyes_and_mouth(run_dir):
     """The fine fit's mask adds eyes, brows and mouth to the skin
     (``PreparedFace.fine_mask``): there the fine render follows the photo

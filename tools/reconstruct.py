@@ -288,6 +288,7 @@ def _round(values: dict, i: int) -> dict:
 def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
     """Fit, detail and write B prepared faces; returns one summary entry per face."""
     from recon_tf.photo_job import face_folder
+    from recon_tf.reconstruction import render_psnr
 
     t0 = time.time()
     result = recon.fit([f for f, _ in faces])
@@ -318,6 +319,7 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
             write_face_previews(recon.face_model, face, result.coeffs[i], out_dir, normals)
         entries.append({
             "face_index": k, "output": folder, "method": recon.method,
+            "psnr": render_psnr(face, out_dir),
             "loss": _round(result.terms, i),
             **({} if fine is None else {
                 "fine_loss": _round({n: v for n, v in fine[1].items() if n != "fell_back"}, i)}),
