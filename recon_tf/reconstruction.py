@@ -379,7 +379,8 @@ def render_psnr(face: PreparedFace, out_dir: str) -> dict:
     no accuracy measure against ground truth.
 
     Returns:
-      ``{"coarse": dB, "fine": dB (if render_fine.png exists), "region": text}``.
+      ``{"coarse": dB, "fine": dB (if render_fine.png exists), "region": text}``; a
+      stage whose region is empty (or identical to the photo) gets None.
     """
     import cv2
 
@@ -397,7 +398,8 @@ def render_psnr(face: PreparedFace, out_dir: str) -> dict:
         path = os.path.join(out_dir, f"render_{stage}.png")
         if os.path.isfile(path):
             render = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            scores[stage] = round(float(face_region_psnr(photo, render, mask, points)), 2)
+            value = float(face_region_psnr(photo, render, mask, points))
+            scores[stage] = round(value, 2) if np.isfinite(value) else None  # JSON has no NaN
     scores["region"] = "face_mask ∩ detected-landmark hull"
     return scores
 
