@@ -368,18 +368,19 @@ def paste(photo: np.ndarray, render: np.ndarray, covered: np.ndarray, x0: int, y
     return comp, mask
 
 
-def render_psnr(face: PreparedFace, out_dir: str) -> dict:
+def render_psnr(face: PreparedFace, out_dir: str, fine: bool = True) -> dict:
     """How well a face's written renders explain its photo, for ``summary.json``.
 
-    PSNR (dB, 0–255, photo size) of ``render_coarse.png`` and, when written,
-    ``render_fine.png`` against the photo, over ``face_mask.png`` ∩ the hull of the
-    *detector's* 68 points (:func:`recon_tf.metrics.face_region_psnr`): the
-    region of the README's per-photo targets, with the detector's points standing
-    in for an annotation. A render that explains the face well scores high; it is
-    no accuracy measure against ground truth.
+    PSNR (dB, 0–255, photo size) of ``render_coarse.png`` and, with ``fine`` (this
+    run wrote the fine outputs), ``render_fine.png`` against the photo, over
+    ``face_mask.png`` ∩ the hull of the *detector's* 68 points
+    (:func:`recon_tf.metrics.face_region_psnr`): the region of the README's
+    per-photo targets, with the detector's points standing in for an annotation.
+    A render that explains the face well scores high; it is no accuracy measure
+    against ground truth.
 
     Returns:
-      ``{"coarse": dB, "fine": dB (if render_fine.png exists), "region": text}``; a
+      ``{"coarse": dB, "fine": dB (with ``fine``), "region": text}``; a
       stage whose region is empty (or identical to the photo) gets None.
     """
     import cv2
@@ -394,7 +395,7 @@ def render_psnr(face: PreparedFace, out_dir: str) -> dict:
     points = apply_transform(compose(face.to_original, invert(face.crop_transform)),
                              face.landmarks)
     scores = {}
-    for stage in ("coarse", "fine"):
+    for stage in ("coarse", "fine") if fine else ("coarse",):
         path = os.path.join(out_dir, f"render_{stage}.png")
         if os.path.isfile(path):
             render = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -72,6 +72,9 @@ def test_model_prediction_is_used_and_refinement_moves_it(exported, photo_dir, t
     coeffs2 = np.load(refined / "takeo" / "coeffs.npz")["coeffs"]
     assert np.abs(coeffs2 - bias).max() > 1e-3
     assert entry2["loss"]["total"] < entry["loss"]["total"]
+    # without the fine stage only the coarse render is scored; refinement explains more
+    assert set(entry["psnr"]) == set(entry2["psnr"]) == {"coarse", "region"}
+    assert entry2["psnr"]["coarse"] > entry["psnr"]["coarse"]
 
 
 def test_model_for_another_face_model_is_refused(exported, photo_dir, tmp_path):

@@ -319,7 +319,7 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
             write_face_previews(recon.face_model, face, result.coeffs[i], out_dir, normals)
         entries.append({
             "face_index": k, "output": folder, "method": recon.method,
-            "psnr": render_psnr(face, out_dir),
+            "psnr": render_psnr(face, out_dir, fine=fine is not None),
             "loss": _round(result.terms, i),
             **({} if fine is None else {
                 "fine_loss": _round({n: v for n, v in fine[1].items() if n != "fell_back"}, i)}),
