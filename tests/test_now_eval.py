@@ -95,8 +95,8 @@ def test_point_to_mesh_distance_equals_brute_force():
     dist, closest = mesh_distance.point_to_mesh_distance(points, verts, faces)
     tri = verts[faces]
     pp = np.repeat(points[:, None], len(faces), 1)
-    q = mesh_distance.closest_points_on_triangles(pp, *(np.broadcast_to(tri[None, :, k], pp.shape)
-                                                   for k in range(3)))
+    corners = (np.broadcast_to(tri[None, :, k], pp.shape) for k in range(3))
+    q = mesh_distance.closest_points_on_triangles(pp, *corners)
     brute = np.sqrt(np.min(np.sum((q - pp) ** 2, -1), axis=1))
     np.testing.assert_allclose(dist, brute, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(closest - points, axis=1), dist, atol=1e-9)
