@@ -327,6 +327,28 @@ def test_background_is_what_is_clearly_not_the_face(template_3d):
     assert (skin_mask.skin_mask(island, lm).background[185:205, 15:35] > 0).all()
 
 
+def test_an_open_mouth_is_background_and_a_closed_one_is_not(template_3d):
+    """The open mouth's inside (teeth) joins the silhouette term's background, so the fit
+    keeps the lips off it; the lips themselves and a closed mouth stay out of it."""
+    image, lm = _synthetic_face(template_3d)
+    assert skin_mask.mouth_opening(lm, (224, 224)).max() == 0  # the mean face: closed
+    opened = lm.copy()
+    opened[[55, 56, 57, 58, 59, 65, 66, 67]] += [0.0, 12.0]  # lower lip down 12 px
+    cv2.fillPoly(image, [opened[48:60].astype(np.int32)], (170, 40, 50))
+    cv2.fillPoly(image, [opened[60:68].astype(np.int32)], (235, 235, 225))  # teeth
+    inside = skin_mask.mouth_opening(opened, (224, 224)) > 0
+    centre = np.round(0.5 * (opened[62] + opened[66])).astype(int)
+    assert inside[centre[1] - 3:centre[1] + 4, centre[0] - 8:centre[0] + 9].all()
+    for idx in (48, 54, 57, 51, 62, 66):  # corners, outer lips, the inner lips' edge
+        x, y = np.round(opened[idx]).astype(int)
+        assert not inside[y, x]
+    bg = skin_mask.skin_mask(image, opened).background > 0
+    assert (bg & inside).sum() == inside.sum()
+    for idx in (51, 57):
+        x, y = np.round(opened[idx]).astype(int)
+        assert not bg[y - 1:y + 2, x - 1:x + 2].any()
+
+
 def test_skin_mask_respects_valid_and_falls_back_on_grayscale(template_3d):
     image, lm = _synthetic_face(template_3d)
     valid = np.full((224, 224), 255, np.uint8)

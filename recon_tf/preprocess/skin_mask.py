@@ -46,7 +46,7 @@ glasses' rims and occluders, in three parts:
    dark: a face lit from the side can hide one eye in a deep shadow. Dark brows
    within that reach go with the lenses.
 
-4. **Background** (colour photos only; the fit's silhouette term,
+4. **Background** (outside the face: colour photos only; the fit's silhouette term,
    :func:`recon_tf.losses.silhouette_loss`). Pixels outside the face polygon
    (step 1) and outside the nose and mouth (their points' hull grown by 0.15 d,
    which may stand out of the jaw line of a turned head) whose chroma lies
@@ -55,7 +55,11 @@ glasses' rims and occluders, in three parts:
    surroundings that does not touch the face): what a rendered face must not
    cover. Skin-coloured surroundings that touch the face (a neck, a beige wall
    behind it) are not background, so the term acts only where the colour is
-   clearly not the face's.
+   clearly not the face's. An **open mouth**'s inside (the inner-lip polygon, when the
+   inner lips stand ``MOUTH_OPEN_GAP`` eye distances apart) is background as well, in
+   colour and grayscale photos (:func:`mouth_opening`): the face model has no teeth,
+   and the lips' inward curl, rendered over the teeth, hung 1.5–4 px into the opening
+   on smiling photos.
 
 If the colour model cannot be trusted (fewer than ``min_samples`` sample
 pixels, or it keeps less than ``min_keep`` of the face region), the
@@ -122,6 +126,10 @@ DARK_LENS_LUMA = 0.45
 GRAYSCALE_CHROMA = 4.0
 # Background: chroma this many σ from the skin model, outside the face (part 4).
 BACKGROUND_MAHALANOBIS = 5.0
+# The mouth opening (inner-lip polygon, eroded by MOUTH_MARGIN_PX) is background too
+# when the inner lips stand this far apart on average (in eye distances, 36-45).
+MOUTH_OPEN_GAP = 0.08
+MOUTH_MARGIN_PX = 1
 
 
 def _pts(points: np.ndarray) -> np.ndarray:
@@ -368,7 +376,8 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, valid: np.ndarray | None
     skin = cv2.bitwise_and(skin, geometry)
     if (skin > 0).sum() < min_keep * region.sum():
         return SkinMask(geometry, "geometry", none, none)
-    background = (_background(d2, landmarks, face, valid) if colour else none)
+    background = (_background(d2, landmarks, face, valid) if colour
+                  else mouth_opening(landmarks, skin.shape, valid))
     return SkinMask(skin, "colour", occluded, background)
 
 
@@ -388,6 +397,28 @@ def _background(d2: np.ndarray, landmarks: np.ndarray, face: np.ndarray,
     _, labels = cv2.connectedComponents((out == 0).astype(np.uint8), connectivity=8)
     face_labels = np.unique(labels[face & (out == 0)])
     out[~np.isin(labels, face_labels) & (labels > 0)] = 255
+    out = np.maximum(out, mouth_opening(lm, face.shape, valid))
+    if valid is not None:
+        out[valid == 0] = 0
+    return out
+
+
+def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int],
+                  valid: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H, W] 0/255: the open mouth's inside (teeth, tongue, dark), which the face
+    model does not have: the inner-lip polygon (points 60–67) eroded by
+    ``MOUTH_MARGIN_PX``, when the upper and lower inner lips (61/67, 62/66, 63/65)
+    stand ``MOUTH_OPEN_GAP`` eye distances apart on average; all 0 otherwise, and
+    where ``valid`` is 0. Part of the background (module docstring, part 4), on
+    grayscale photos too."""
+    lm = np.asarray(landmarks, np.float64)
+    out = np.zeros(shape, np.uint8)
+    gap = np.mean([np.linalg.norm(lm[a] - lm[b]) for a, b in ((61, 67), (62, 66), (63, 65))])
+    if gap < MOUTH_OPEN_GAP * _eye_distance(lm):
+        return out
+    _fill(out, lm[INNER_LIP])
+    k = 2 * MOUTH_MARGIN_PX + 1
+    out = cv2.erode(out, np.ones((k, k), np.uint8))
     if valid is not None:
         out[valid == 0] = 0
     return out
