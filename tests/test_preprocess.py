@@ -347,6 +347,9 @@ def test_an_open_mouth_is_background_and_a_closed_one_is_not(template_3d):
     for idx in (51, 57):
         x, y = np.round(opened[idx]).astype(int)
         assert not bg[y - 1:y + 2, x - 1:x + 2].any()
+    gray = skin_mask.skin_mask(np.repeat(image.mean(-1, keepdims=True), 3, -1).astype(np.uint8),
+                               opened)  # no colour background, but the mouth's inside
+    assert gray.method == "colour" and np.array_equal(gray.background > 0, inside)
 
 
 def test_skin_mask_respects_valid_and_falls_back_on_grayscale(template_3d):

@@ -127,7 +127,7 @@ GRAYSCALE_CHROMA = 4.0
 # Background: chroma this many σ from the skin model, outside the face (part 4).
 BACKGROUND_MAHALANOBIS = 5.0
 # The mouth opening (inner-lip polygon, eroded by MOUTH_MARGIN_PX) is background too
-# when the inner lips stand this far apart on average (in eye distances, 36-45).
+# when the inner lips stand this far apart on average (in eye-centre distances).
 MOUTH_OPEN_GAP = 0.08
 MOUTH_MARGIN_PX = 1
 
@@ -397,7 +397,7 @@ def _background(d2: np.ndarray, landmarks: np.ndarray, face: np.ndarray,
     _, labels = cv2.connectedComponents((out == 0).astype(np.uint8), connectivity=8)
     face_labels = np.unique(labels[face & (out == 0)])
     out[~np.isin(labels, face_labels) & (labels > 0)] = 255
-    out = np.maximum(out, mouth_opening(lm, face.shape, valid))
+    out = np.maximum(out, mouth_opening(lm, face.shape))
     if valid is not None:
         out[valid == 0] = 0
     return out
