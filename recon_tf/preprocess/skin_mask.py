@@ -56,10 +56,10 @@ glasses' rims and occluders, in three parts:
    cover. Skin-coloured surroundings that touch the face (a neck, a beige wall
    behind it) are not background, so the term acts only where the colour is
    clearly not the face's. An **open mouth**'s inside (the inner-lip polygon, when the
-   inner lips stand ``MOUTH_OPEN_GAP`` eye distances apart) is background as well, in
+   inner lips stand ``MOUTH_OPEN_GAP`` eye-centre distances apart) is background as well, in
    colour and grayscale photos (:func:`mouth_opening`): the face model has no teeth,
-   and the lips' inward curl, rendered over the teeth, hung 1.5–4 px into the opening
-   on smiling photos.
+   and the lips' inward curl, rendered over the teeth, hung 0.5–4 photo pixels into
+   the opening on smiling photos.
 
 If the colour model cannot be trusted (fewer than ``min_samples`` sample
 pixels, or it keeps less than ``min_keep`` of the face region), the
@@ -408,7 +408,7 @@ def mouth_opening(landmarks: np.ndarray, shape: tuple[int, int],
     """uint8 [H, W] 0/255: the open mouth's inside (teeth, tongue, dark), which the face
     model does not have: the inner-lip polygon (points 60–67) eroded by
     ``MOUTH_MARGIN_PX``, when the upper and lower inner lips (61/67, 62/66, 63/65)
-    stand ``MOUTH_OPEN_GAP`` eye distances apart on average; all 0 otherwise, and
+    stand ``MOUTH_OPEN_GAP`` eye-centre distances apart on average; all 0 otherwise, and
     where ``valid`` is 0. Part of the background (module docstring, part 4), on
     grayscale photos too."""
     lm = np.asarray(landmarks, np.float64)
