@@ -22,6 +22,9 @@ from recon_tf.landmarks import NUM_LANDMARKS
 
 # k of the pose-dependent shape prior (module docstring; 0 = the plain λ_α and λ_β).
 YAW_PRIOR_GAIN = 8.0
+# The pose stage's starting yaws, degrees (FitSchedule.yaw_starts; recon_tf.fitting's
+# module docstring): its 40 cosine-decayed steps move the yaw by at most ≈ 13°.
+YAW_STARTS = (0.0, -30.0, 30.0, -60.0, 60.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,11 @@ class FitSchedule:
 
     Attributes:
       pose_steps: stage-1 steps on the pose alone.
+      yaw_starts: yaws (degrees) the pose stage starts from when the fit starts at
+        the mean face; each face keeps the pose of the start whose stage-1 objective
+        ends lowest (the first wins ties). One start (or none) is a single run from
+        the mean face's own yaw, 0. A given start (R-Net's prediction) is not
+        restarted.
       landmark_steps: stage-1 steps on pose + expression (+ identity).
       landmark_identity: fit the identity in stage 1 too (else it waits for
         the photometric stage).
@@ -50,6 +58,7 @@ class FitSchedule:
     """
 
     pose_steps: int = 40
+    yaw_starts: tuple[float, ...] = YAW_STARTS
     landmark_steps: int = 120
     landmark_identity: bool = True
     robust_scale_px: float = 5.0

@@ -159,6 +159,29 @@ def test_a_head_lying_on_its_side_starts_and_ends_at_its_roll(face_model):
     np.testing.assert_allclose(result.coeffs[:, angles], truth[:, angles], atol=0.1)
 
 
+def test_the_pose_stage_restarts_at_other_yaws_and_keeps_the_best(face_model):
+    """From the mean face alone, the pose stage's steps cannot turn a head by 50°; with
+    the default yaw starts each face keeps the start that fits it best: the turned
+    face reaches its yaw, and the near-frontal one keeps exactly the single start's pose."""
+    truth = _truth(face_model)
+    yaw = face_model.layout.offsets["angles"][0] + 1
+    truth[:, yaw] = [-np.radians(50.0), np.radians(5.0)]
+    data = _observe(face_model, truth)
+    fitter = Fitter(face_model, CoarseLossWeights.for_model(face_model, id_weight=0.0),
+                    image_size=112)
+    poses = {}
+    for starts in ((0.0,), FitSchedule().yaw_starts):
+        params = fitter.split(fitter.mean_face_start(data))
+        fitter.pose_stage(params, data, FitSchedule().pose_steps, starts)
+        poses[len(starts)] = {g: params[g].numpy() for g in ("angles", "translation")}
+    single, multi = poses[1], poses[len(FitSchedule().yaw_starts)]
+    assert len(FitSchedule().yaw_starts) > 1
+    assert abs(single["angles"][0, 1] - truth[0, yaw]) > np.radians(20.0)
+    assert abs(multi["angles"][0, 1] - truth[0, yaw]) < np.radians(6.0)
+    for g in ("angles", "translation"):
+        np.testing.assert_array_equal(multi[g][1], single[g][1])
+
+
 def test_turned_faces_get_a_tighter_shape_prior(face_model):
     """λ_α and λ_β are scaled by 1 + k sin²(yaw) per face after the pose stage; the
     objective's L_reg carries the scale, and a face turned by 1 rad is fitted with a

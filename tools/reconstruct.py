@@ -37,7 +37,7 @@ import time
 
 from absl import app, flags, logging
 
-from recon_tf.fit_data import YAW_PRIOR_GAIN
+from recon_tf.fit_data import YAW_PRIOR_GAIN, YAW_STARTS
 from recon_tf.losses import define_coarse_loss_flags, define_fine_loss_flags
 from recon_tf.reconstruction import UNSURE_PRIOR_GAIN
 
@@ -99,6 +99,9 @@ flags.DEFINE_enum("camera", "perspective", ["perspective", "orthographic"],
 flags.DEFINE_integer("batch_size", 4, "Faces fitted together.")
 flags.DEFINE_integer("uv_size", 512, "Side of albedo_coarse.png in texels.")
 flags.DEFINE_integer("pose_steps", 40, "Fit stage 1: steps on the pose alone.")
+flags.DEFINE_list("yaw_starts", [f"{a:g}" for a in YAW_STARTS],
+                  "Fit stage 1: yaws (degrees) the pose steps start from; each face keeps "
+                  "the start that fits its landmarks best (one value: a single start).")
 flags.DEFINE_integer("landmark_steps", 120, "Fit stage 1: steps on pose, identity, expression.")
 flags.DEFINE_bool("landmark_identity", True,
                   "Fit stage 1: also fit the identity to the landmarks.")
@@ -204,7 +207,9 @@ def build_reconstructor():
     else:
         overrides["id_weight"] = 0.0
     weights = weights_from_flags(face_model, **overrides)
-    schedule = FitSchedule(pose_steps=FLAGS.pose_steps, landmark_steps=FLAGS.landmark_steps,
+    schedule = FitSchedule(pose_steps=FLAGS.pose_steps,
+                           yaw_starts=tuple(float(a) for a in FLAGS.yaw_starts),
+                           landmark_steps=FLAGS.landmark_steps,
                            landmark_identity=FLAGS.landmark_identity,
                            robust_scale_px=FLAGS.robust_scale_px,
                            robust_dense=FLAGS.robust_dense,
