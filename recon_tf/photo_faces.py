@@ -51,6 +51,15 @@ left out, listed in the first face's ``info["failed_faces"]`` with reason
 A real face FaceMesh scores so low is turned far (half of the synthetic faces at
 65° score < 0.1) and is then fitted with the prior's shape anyway; the largest
 face is never dropped, so a photo of one turned face is still reconstructed.
+
+**Nor is a second face that the fit cannot place.** FaceMesh is fooled now and then: in
+facetorch's ``test.jpg`` a blurred wicker pattern of 50 px, which MTCNN scores 0.85,
+scores 0.95 with FaceMesh (0.82 mirrored at the detection scale), so the verifier keeps
+it. The 68 points PFLD reads there fit no face: the fitted L_lmk (squared 224-crop
+pixels) came out at 100, against at most 12.2 over 142 real faces of the shared, PyPI
+and test photos. So after the fit (:func:`false_fits`), a face other than the largest,
+below ``FALSE_FACE_CONFIDENCE`` by MTCNN, whose landmark term exceeds ``FALSE_FIT_LMK``
+is reported as ``not_a_face`` instead of written.
 """
 
 from __future__ import annotations
@@ -80,6 +89,21 @@ UPSIDE_DOWN_VERIFY = 0.9
 # FaceMesh scores below FALSE_FACE_SCORE, is no face (module docstring).
 FALSE_FACE_CONFIDENCE = 0.98
 FALSE_FACE_SCORE = 0.01
+
+
+# ... and such a face whose fit leaves L_lmk (squared 224-crop pixels, the fit's
+# ``terms["lmk"]``) above this is no face either (module docstring): RMS ≈ 6.3 px.
+FALSE_FIT_LMK = 40.0
+
+
+def false_fits(infos: list[dict], lmk_terms) -> list[int]:
+    """Indices of fitted faces that are no face (module docstring): ``infos`` the
+    prepared faces' ``info`` (``face_index``, MTCNN's ``confidence``), ``lmk_terms``
+    float [B] their fitted L_lmk. The largest face (index 0) is never one."""
+    return [i for i, (info, lmk) in enumerate(zip(infos, np.asarray(lmk_terms, np.float64)))
+            if info.get("face_index", 0) > 0
+            and info.get("confidence", 1.0) < FALSE_FACE_CONFIDENCE
+            and not lmk <= FALSE_FIT_LMK]
 
 
 def false_face(face, info: dict) -> bool:

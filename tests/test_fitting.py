@@ -351,3 +351,27 @@ def test_a_sliding_jaw_fit_ignores_where_along_the_outline_the_points_sit(face_m
         params = fitter.split(truth)
         costs[slide] = float(fitter.objective(params, data, 112, False, False, None)["lmk"][0])
     assert costs[True] < 0.05 * costs[False]
+
+
+def test_a_second_face_the_fit_cannot_place_is_no_face(face_model):
+    """photo_faces.false_fits: 68 points that form no face (a real face's points
+    shuffled, as PFLD reads a patterned patch FaceMesh took for a face) leave the fitted
+    landmark term far above FALSE_FIT_LMK, a real face's far below it (no reweighting,
+    which would let a few shuffled points stand for the rest); only a face other than
+    the largest, below MTCNN's FALSE_FACE_CONFIDENCE, is then dropped."""
+    from recon_tf.photo_faces import FALSE_FACE_CONFIDENCE, FALSE_FIT_LMK, false_fits
+
+    observed = _observe(face_model, _truth(face_model))
+    landmarks = observed.landmarks.numpy().copy()
+    landmarks[1] = landmarks[1][np.random.default_rng(0).permutation(68)]
+    data = make_fit_data(observed.images, landmarks, observed.skin_mask)
+    fitter = Fitter(face_model, CoarseLossWeights.for_model(face_model, id_weight=0.0),
+                    FitSchedule(photo_scales=(), photo_steps=(), linear_rounds=0,
+                                robust_scale_px=0.0), image_size=112)
+    lmk = fitter.fit(data).terms["lmk"]
+    assert lmk[0] < FALSE_FIT_LMK / 3 < 3 * FALSE_FIT_LMK < lmk[1]
+    low = FALSE_FACE_CONFIDENCE - 0.1
+    second = [{"face_index": 2, "confidence": low}, {"face_index": 3, "confidence": low}]
+    assert false_fits(second, lmk) == [1]
+    assert false_fits([{"face_index": 0, "confidence": low}] * 2, lmk) == []  # the largest
+    assert false_fits([{"face_index": 2, "confidence": 0.999}] * 2, lmk) == []

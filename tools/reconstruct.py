@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 from absl import app, flags, logging
 
 from recon_tf.fit_data import YAW_PRIOR_GAIN, YAW_STARTS
@@ -298,6 +299,9 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
     t0 = time.time()
     result = recon.fit([f for f, _ in faces])
     t_fit = (time.time() - t0) / len(faces)
+    faces, result, entries = _without_false_fits(faces, result)
+    if not faces:
+        return entries
     fine, t_fine = None, 0.0
     if recon.fine is not None:
         from recon_tf.photo_fine import fine_details
@@ -305,7 +309,6 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
         t0 = time.time()
         fine = fine_details(recon, [f for f, _ in faces], result.coeffs)
         t_fine = (time.time() - t0) / len(faces)
-    entries = []
     for i, (face, stem) in enumerate(faces):
         t0 = time.time()
         k = face.info.get("face_index", 0)
@@ -334,6 +337,24 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
             **{key: v for key, v in face.info.items()
                if key not in ("face_index", "num_faces") and (key != "note" or v)}})
     return entries
+
+
+def _without_false_fits(faces: list, result) -> tuple[list, object, list[dict]]:
+    """(faces, fit result, entries) without the faces whose fit says they are no face
+    (:func:`recon_tf.photo_faces.false_fits`); each of those gets a ``not_a_face`` entry."""
+    from recon_tf.photo_faces import FALSE_FIT_LMK, false_fits
+
+    drop = false_fits([f.info for f, _ in faces], result.terms["lmk"])
+    if not drop:
+        return faces, result, []
+    entries = [{"face_index": faces[i][0].info.get("face_index", 0), "reason": "not_a_face",
+                "note": "MTCNN {:.3f}, fitted landmark term {:.1f} > {:g}".format(
+                    faces[i][0].info.get("confidence", float("nan")),
+                    float(result.terms["lmk"][i]), FALSE_FIT_LMK)} for i in drop]
+    keep = [i for i in range(len(faces)) if i not in drop]
+    result = result._replace(coeffs=result.coeffs[keep],
+                             terms={k: np.asarray(v)[keep] for k, v in result.terms.items()})
+    return [faces[i] for i in keep], result, entries
 
 
 def reconstruct_guarded(recon, faces: list, out: str) -> list[dict]:
