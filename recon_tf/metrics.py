@@ -32,6 +32,9 @@ Other metrics:
   a true mesh (same topology) after rigid Procrustes alignment (rotation +
   translation, no scale), in millimetres. Used on held-out synthetic faces,
   whose true shape is known, by fitting and R-Net evaluation alike.
+* :func:`identity_consistency`: for real photos, whose true shape is unknown, how
+  much closer the neutral shapes reconstructed from photos of one person are to each
+  other than to other people's (``experiments/identity_consistency.py``).
 * NoW scan-to-mesh evaluation lives in :mod:`recon_tf.now_eval`.
 """
 
@@ -88,6 +91,49 @@ def rigid_vertex_error_mm(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray 
         pred, truth = pred[mask], truth[mask]
     aligned = rigid_align(pred, truth)
     return float(np.linalg.norm(aligned - truth, axis=1).mean() * unit_to_mm)
+
+
+def identity_consistency(shapes: np.ndarray, identities: list[str],
+                         mask: np.ndarray | None = None, unit_to_mm: float = DM_TO_MM
+                         ) -> dict[str, float]:
+    """How consistently neutral shapes recover identity across photos of one person.
+
+    Every pair of shapes is rigidly aligned (:func:`rigid_vertex_error_mm`) and its
+    mean vertex distance taken; pairs of the same identity are *same* pairs, the
+    others *different* pairs. A fit that returned the mean face for every photo
+    would be perfectly consistent, so the distances alone say nothing: what
+    matters is that same pairs are closer than different pairs.
+
+    Args:
+      shapes: float [F, N, 3] neutral shapes (same topology) in model units.
+      identities: F labels; equal labels are the same person.
+      mask: bool [N] vertices to align and score (e.g. the front face), or None.
+      unit_to_mm: millimetres per model unit (1 for shapes already in mm).
+    Returns:
+      dict of floats: ``same_mm`` and ``different_mm`` (mean distances of the same
+      and different pairs), ``ratio`` (different / same: 1 is no identity at all),
+      ``auc`` (the share of (same pair, different pair) combinations whose
+      different pair is the farther, ties counted half: 0.5 is chance, 1 a perfect
+      separation), ``same_pairs`` and ``different_pairs`` (counts).
+    Raises:
+      ValueError: fewer than one same and one different pair, or mismatched sizes.
+    """
+    shapes = np.asarray(shapes)
+    if len(shapes) != len(identities):
+        raise ValueError(f"{len(shapes)} shapes but {len(identities)} identities")
+    same, different = [], []
+    for i in range(len(shapes)):
+        for j in range(i + 1, len(shapes)):
+            d = rigid_vertex_error_mm(shapes[i], shapes[j], mask, unit_to_mm)
+            (same if identities[i] == identities[j] else different).append(d)
+    if not same or not different:
+        raise ValueError(f"need at least one same-person and one different-person pair; "
+                         f"got {len(same)} and {len(different)}")
+    s, d = np.asarray(same)[:, None], np.asarray(different)[None, :]
+    auc = float(np.mean((d > s) + 0.5 * (d == s)))
+    return {"same_mm": float(s.mean()), "different_mm": float(d.mean()),
+            "ratio": float(d.mean() / max(s.mean(), 1e-12)), "auc": auc,
+            "same_pairs": float(len(same)), "different_pairs": float(len(different))}
 
 
 # --------------------------------------------------------------------------- image metrics

@@ -1,6 +1,7 @@
 """The evidence scripts behind the README's numbers run end to end (tiny settings):
-experiments/fit_eval.py (NME, PSNR, synthetic vertex error) and
-experiments/fine_eval.py (displacement, albedo and relighting scores)."""
+experiments/fit_eval.py (NME, PSNR, synthetic vertex error),
+experiments/fine_eval.py (displacement, albedo and relighting scores) and
+experiments/identity_consistency.py (one person's reconstructions alike?)."""
 
 import os
 import re
@@ -88,3 +89,51 @@ def test_fine_eval_scores_fine_fitting_against_the_truth(tmp_path):
         lines[lines.index("|---|---|---|---|") + 1])
     assert albedo_fine < albedo_coarse  # the detail went into the albedo map
     assert relit_coarse > 0 and relit_fine > 0
+
+
+def test_identity_consistency_scores_listed_faces_of_a_reconstruction_folder(tmp_path):
+    """Two people, two fitted photos each (coeffs.npz as the main job writes them): the
+    same person's neutral shapes are the closer, whatever the expression; a face fitted
+    with another face model, or one not reconstructed, is refused by name."""
+    import numpy as np
+
+    from bfm import load_default_face_model
+
+    try:
+        fm = load_default_face_model()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    rng = np.random.default_rng(3)
+    recon = tmp_path / "recon"
+    lines = []
+    for person in range(2):
+        alpha = rng.normal(0, 1.5, fm.layout.id_dim)
+        for photo in range(2):
+            face = recon / f"p{person}_{photo}" / ("faces/1" if photo else "")
+            face.mkdir(parents=True, exist_ok=True)
+            np.savez(face / "coeffs.npz", face_model=fm.name,
+                     identity=alpha + rng.normal(0, 0.1, alpha.shape),
+                     expression=rng.uniform(0, 1, fm.layout.exp_dim))  # not scored
+            lines.append(f"{face.relative_to(recon)} person{person}")
+    (tmp_path / "ids.txt").write_text("# face identity\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    _run("identity_consistency.py", f"--reconstructions={recon}",
+         f"--identities={tmp_path / 'ids.txt'}", f"--output={out}")
+    text = (out / "identity_consistency.md").read_text()
+    row = [line for line in text.splitlines() if line.startswith("| ") and "mm |" not in line
+           and "---" not in line][0]
+    same, different, ratio, auc = _numbers(row)[:4]
+    assert auc == 1.0 and same < different and ratio > 2, text
+    assert len((out / "identity_consistency.csv").read_text().splitlines()) == 1 + 6
+    (tmp_path / "ids.txt").write_text("\n".join(lines + ["missing person1"]) + "\n")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments",
+                                                        "identity_consistency.py"),
+                           f"--reconstructions={recon}", f"--identities={tmp_path / 'ids.txt'}",
+                           f"--output={out}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode != 0 and "missing/coeffs.npz is missing" in proc.stderr
+    np.savez(recon / "p0_0" / "coeffs.npz", face_model="bfm", identity=np.zeros(3))
+    (tmp_path / "ids.txt").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(proc.args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode != 0 and "fitted with face model 'bfm'" in proc.stderr

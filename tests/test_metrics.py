@@ -120,3 +120,48 @@ def test_nme_is_the_outer_eye_normalised_error():
     truth[45] = [100.0, 0.0]
     pred = truth + np.array([3.0, 4.0])  # every point off by 5 px
     assert metrics.nme(pred, truth) == pytest.approx(0.05)
+
+
+def _identity_shapes(rng, people: int, photos: int, spread: float, noise: float):
+    """Random point clouds [people·photos, 40, 3]: one base shape per person plus
+    per-photo noise, each copy rigidly moved (rotation about z, translation)."""
+    base = rng.normal(0, 1, (40, 3))
+    shapes, who = [], []
+    for p in range(people):
+        person = base + rng.normal(0, spread, base.shape)
+        for _ in range(photos):
+            a = rng.uniform(-1, 1)
+            rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+            shapes.append((person + rng.normal(0, noise, base.shape)) @ rot.T
+                          + rng.normal(0, 5, 3))
+            who.append(f"p{p}")
+    return np.stack(shapes), who
+
+
+def test_identity_consistency_separates_people_and_ignores_pose():
+    rng = np.random.default_rng(0)
+    shapes, who = _identity_shapes(rng, people=4, photos=3, spread=0.2, noise=0.02)
+    out = metrics.identity_consistency(shapes, who, unit_to_mm=1.0)
+    assert out["same_pairs"] == 4 * 3 and out["different_pairs"] == 66 - 12
+    assert out["auc"] == 1.0 and out["ratio"] > 5  # rigid motion does not count
+    assert out["same_mm"] < 0.05 < out["different_mm"]
+    # the mask keeps only the listed points: one point's error dominates when alone
+    mask = np.zeros(40, bool)
+    mask[:3] = True
+    masked = metrics.identity_consistency(shapes, who, mask, unit_to_mm=1.0)
+    assert masked["same_mm"] != pytest.approx(out["same_mm"])
+
+
+def test_identity_consistency_is_chance_without_identity():
+    """The mean face for every photo (or noise unrelated to the person) scores chance."""
+    rng = np.random.default_rng(1)
+    same_face = np.repeat(rng.normal(0, 1, (1, 30, 3)), 6, axis=0)
+    out = metrics.identity_consistency(same_face, ["a", "a", "b", "b", "c", "c"],
+                                       unit_to_mm=1.0)
+    assert out["auc"] == 0.5 and out["same_mm"] < 1e-9
+    shapes, who = _identity_shapes(rng, people=3, photos=4, spread=0.0, noise=0.1)
+    assert 0.3 < metrics.identity_consistency(shapes, who, unit_to_mm=1.0)["auc"] < 0.7
+    with pytest.raises(ValueError, match="same-person"):
+        metrics.identity_consistency(shapes[:3], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="identities"):
+        metrics.identity_consistency(shapes[:3], ["a", "a"])
