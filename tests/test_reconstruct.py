@@ -446,7 +446,9 @@ def test_the_flags_follow_the_landmark_source_and_a_zero_weight_is_off():
     """3D-FAN marks fixed 3D points, so ``--landmarker=fan`` fits the 3d jaw
     convention unless ``--landmark_convention`` says otherwise; ``--dense_lmk_weight=0``
     turns the FaceMesh term off (it used to fall back to the default); the fit's λ_α
-    is its own default unless ``--alpha_weight`` is given."""
+    is its own default unless ``--alpha_weight`` is given, and so is its λ_β for a model
+    of bounded blendshapes (ICT) unless ``--beta_weight`` is; a PCA model (no bounds)
+    keeps its own."""
     script = f"""
 import json, sys
 sys.path.insert(0, {os.path.dirname(TOOL)!r})
@@ -454,10 +456,13 @@ import reconstruct as R
 out = {{}}
 for args in ([], ["--landmarker=fan"], ["--landmarker=fan", "--landmark_convention=2d"],
              ["--landmarker=dlib"], ["--dense_lmk_weight=0"], ["--dense_lmk_weight=5e-4"],
-             ["--nodense_landmarks", "--dense_lmk_weight=5e-4"], ["--alpha_weight=3e-4"]):
+             ["--nodense_landmarks", "--dense_lmk_weight=5e-4"], ["--alpha_weight=3e-4"],
+             ["--beta_weight=2e-3"]):
     R.FLAGS.unparse_flags()
     R.FLAGS(["reconstruct", *args])
-    out[" ".join(args)] = [R.landmark_convention(), R.dense_lmk_weight(), R.fit_alpha_weight()]
+    blendshapes, pca = type("M", (), {{"exp_bounds": [[0, 1]]}}), type("M", (), {{}})
+    out[" ".join(args)] = [R.landmark_convention(), R.dense_lmk_weight(), R.fit_alpha_weight(),
+                           R.fit_beta_weight(blendshapes), R.fit_beta_weight(pca)]
 print("RESULT" + json.dumps(out))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -465,10 +470,18 @@ print("RESULT" + json.dumps(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.split("RESULT", 1)[1])
     from recon_tf.dense_landmarks import DEFAULT_DENSE_WEIGHT
-    from recon_tf.losses import FIT_ALPHA_WEIGHT, CoarseLossWeights
+    from recon_tf.losses import (
+        BLENDSHAPE_BETA_WEIGHT,
+        FIT_ALPHA_WEIGHT,
+        FIT_BLENDSHAPE_BETA_WEIGHT,
+        CoarseLossWeights,
+    )
 
-    assert got[""] == ["2d", DEFAULT_DENSE_WEIGHT, FIT_ALPHA_WEIGHT]
+    assert got[""] == ["2d", DEFAULT_DENSE_WEIGHT, FIT_ALPHA_WEIGHT, FIT_BLENDSHAPE_BETA_WEIGHT,
+                       None]
     assert FIT_ALPHA_WEIGHT < CoarseLossWeights().alpha_weight  # fitting's prior is weaker
+    assert FIT_BLENDSHAPE_BETA_WEIGHT < BLENDSHAPE_BETA_WEIGHT  # and its expression prior
+    assert got["--beta_weight=2e-3"][3:] == [2e-3, 2e-3]
     assert got["--alpha_weight=3e-4"][2] == 3e-4
     assert got["--landmarker=fan"][0] == "3d"
     assert got["--landmarker=fan --landmark_convention=2d"][0] == "2d"

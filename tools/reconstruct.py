@@ -175,6 +175,18 @@ def fit_alpha_weight() -> float:
     return FIT_ALPHA_WEIGHT if FLAGS.alpha_weight is None else FLAGS.alpha_weight
 
 
+def fit_beta_weight(face_model) -> float | None:
+    """λ_β of the fit: ``--beta_weight`` when given, else for a model of bounded
+    blendshapes :data:`recon_tf.losses.FIT_BLENDSHAPE_BETA_WEIGHT` (weaker than
+    training's; see there), else None (the model's default)."""
+    from recon_tf.losses import FIT_BLENDSHAPE_BETA_WEIGHT
+
+    if FLAGS.beta_weight is not None:
+        return FLAGS.beta_weight
+    bounded = getattr(face_model, "exp_bounds", None) is not None
+    return FIT_BLENDSHAPE_BETA_WEIGHT if bounded else None
+
+
 def build_reconstructor():
     """The face model, fitter, preprocessor and FaceMesh the flags describe."""
     from bfm import load_default_face_model
@@ -191,7 +203,8 @@ def build_reconstructor():
     face_model = (load_face_model(FLAGS.face_model) if FLAGS.face_model
                   else load_default_face_model())
     dense = facemesh = None
-    overrides = {"dense_lmk_weight": dense_lmk_weight(), "alpha_weight": fit_alpha_weight()}
+    overrides = {"dense_lmk_weight": dense_lmk_weight(), "alpha_weight": fit_alpha_weight(),
+                 "beta_weight": fit_beta_weight(face_model)}
     if FLAGS.dense_landmarks or FLAGS.verify_faces:  # also the upside-down / PFLD checks
         from recon_tf.nets.facemesh import FaceMesh
 
