@@ -128,18 +128,13 @@ def neutral_shapes(root: str, faces: list[str], face_model) -> np.ndarray:
     return np.stack(shapes)
 
 
-def pair_rows(shapes: np.ndarray, pairs: list[tuple[str, str]], mask: np.ndarray) -> list[dict]:
-    """Every pair of faces with its distance (mm) and whether it is one person."""
-    from recon_tf.metrics import rigid_vertex_error_mm
-
-    rows = []
-    for i in range(len(pairs)):
-        for j in range(i + 1, len(pairs)):
-            rows.append({"face_a": pairs[i][0], "face_b": pairs[j][0],
-                         "same_person": int(pairs[i][1] == pairs[j][1]),
-                         "distance_mm": round(rigid_vertex_error_mm(shapes[i], shapes[j],
-                                                                    mask), 3)})
-    return rows
+def pair_rows(distances: np.ndarray, pairs: list[tuple[str, str]]) -> list[dict]:
+    """Every pair of faces with its distance (mm, from the [F, F] ``distances``) and
+    whether it is one person."""
+    return [{"face_a": pairs[i][0], "face_b": pairs[j][0],
+             "same_person": int(pairs[i][1] == pairs[j][1]),
+             "distance_mm": round(float(distances[i, j]), 3)}
+            for i in range(len(pairs)) for j in range(i + 1, len(pairs))]
 
 
 def main(argv: list[str]) -> None:
@@ -147,7 +142,11 @@ def main(argv: list[str]) -> None:
     from bfm import load_default_face_model
     from recon_tf import assets
     from recon_tf.face_model import load_face_model
-    from recon_tf.metrics import identity_consistency, rigid_vertex_error_mm
+    from recon_tf.metrics import (
+        identity_consistency,
+        pairwise_vertex_distances_mm,
+        rigid_vertex_error_mm,
+    )
 
     if FLAGS.assets_dir:
         assets.set_assets_dir(FLAGS.assets_dir)
@@ -164,7 +163,7 @@ def main(argv: list[str]) -> None:
     mean = face_model.shape(np.zeros([1, face_model.layout.id_dim], np.float32),
                             np.zeros([1, face_model.layout.exp_dim], np.float32))
     to_mean = np.mean([rigid_vertex_error_mm(s, mean[0].numpy(), mask) for s in shapes])
-    rows = pair_rows(shapes, pairs, mask)
+    rows = pair_rows(pairwise_vertex_distances_mm(shapes, mask), pairs)
     os.makedirs(FLAGS.output, exist_ok=True)
     with open(os.path.join(FLAGS.output, "identity_consistency.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -93,13 +93,26 @@ def rigid_vertex_error_mm(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray 
     return float(np.linalg.norm(aligned - truth, axis=1).mean() * unit_to_mm)
 
 
+def pairwise_vertex_distances_mm(shapes: np.ndarray, mask: np.ndarray | None = None,
+                                 unit_to_mm: float = DM_TO_MM) -> np.ndarray:
+    """float64 [F, F]: :func:`rigid_vertex_error_mm` between every two of F shapes
+    (float [F, N, 3], same topology), aligning the second onto the first; 0 on the
+    diagonal."""
+    count = len(shapes)
+    out = np.zeros((count, count))
+    for i in range(count):
+        for j in range(i + 1, count):
+            out[i, j] = out[j, i] = rigid_vertex_error_mm(shapes[j], shapes[i], mask, unit_to_mm)
+    return out
+
+
 def identity_consistency(shapes: np.ndarray, identities: list[str],
                          mask: np.ndarray | None = None, unit_to_mm: float = DM_TO_MM
                          ) -> dict[str, float]:
     """How consistently neutral shapes recover identity across photos of one person.
 
-    Every pair of shapes is rigidly aligned (:func:`rigid_vertex_error_mm`) and its
-    mean vertex distance taken; pairs of the same identity are *same* pairs, the
+    Every pair of shapes is rigidly aligned and its mean vertex distance taken
+    (:func:`pairwise_vertex_distances_mm`); pairs of the same identity are *same* pairs, the
     others *different* pairs. A fit that returned the mean face for every photo
     would be perfectly consistent, so the distances alone say nothing: what
     matters is that same pairs are closer than different pairs.
@@ -121,11 +134,11 @@ def identity_consistency(shapes: np.ndarray, identities: list[str],
     shapes = np.asarray(shapes)
     if len(shapes) != len(identities):
         raise ValueError(f"{len(shapes)} shapes but {len(identities)} identities")
+    distances = pairwise_vertex_distances_mm(shapes, mask, unit_to_mm)
     same, different = [], []
     for i in range(len(shapes)):
         for j in range(i + 1, len(shapes)):
-            d = rigid_vertex_error_mm(shapes[i], shapes[j], mask, unit_to_mm)
-            (same if identities[i] == identities[j] else different).append(d)
+            (same if identities[i] == identities[j] else different).append(distances[i, j])
     if not same or not different:
         raise ValueError(f"need at least one same-person and one different-person pair; "
                          f"got {len(same)} and {len(different)}")
