@@ -72,9 +72,13 @@ def test_make_synthetic_writes_shards_and_resumes(tmp_path):
            "--shard_size=2", "--batch_size=2", "--image_size=64", "--uv_size=32",
            f"--output={out}"]
     env = dict(os.environ, PYTHONPATH=REPO)
+    from recon_tf.data.default_sets import synthetic_complete
+
+    assert not synthetic_complete(str(out))
     _run(cmd, env)
     shards = sorted(p for p in os.listdir(out) if p.endswith(".tfrecord"))
     assert shards == [f"synthetic-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert synthetic_complete(str(out))  # the default data skips the tool for this folder
     records = list(tf.data.TFRecordDataset([str(out / s) for s in shards]))
     assert len(records) == 5
     ex = parse_example(records[4], image_size=64, extra_names=EXTRA_NAMES)
@@ -89,6 +93,7 @@ def test_make_synthetic_writes_shards_and_resumes(tmp_path):
     first = parsed(out / shards[0])
     mtime = os.path.getmtime(out / shards[2])
     os.remove(out / shards[0])
+    assert not synthetic_complete(str(out))
     result = _run(cmd, env)
     assert "resuming: 2 of 3 shards" in result.stderr
     again = parsed(out / shards[0])

@@ -33,14 +33,10 @@ flags.DEFINE_string("assets_dir", None,
                     "Assets root (default: $RECON_TF_ASSETS or ../shared/assets).")
 
 
-def shard_path(output: str, shard: int, num_shards: int) -> str:
-    """Path of one shard file."""
-    return os.path.join(output, f"synthetic-{shard:05d}-of-{num_shards:05d}.tfrecord")
-
-
 def write_set(output: str, num: int, seed: int, shard_size: int, batch_size: int,
               renderer) -> list[str]:
     """Render and write all shards that do not exist yet; return all shard paths."""
+    from recon_tf.data.synthetic import shard_path
     from recon_tf.data.tfrecord import write_tfrecord
 
     if num < 1 or shard_size < 1 or batch_size < 1:

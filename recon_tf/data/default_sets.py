@@ -11,7 +11,8 @@ make with no download (:func:`default_data`), under
   preprocessed by ``tools/preprocess.py`` (MTCNN, PFLD, alignment, skin mask).
 
 The tools run as subprocesses (both are resumable, so an interrupted build
-finishes on the next run).
+finishes on the next run); a set that is already complete is not handed to them
+again (:func:`synthetic_complete`, the photos' ``report.json``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ def _run_tool(args: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def synthetic_complete(folder: str) -> bool:
+    """Whether ``tools/make_synthetic.py`` finished ``folder``: its ``manifest.json``
+    and every shard it names exist (shards are renamed into place when whole). The
+    manifest's face model is checked later, by :func:`check_data`."""
+    from recon_tf.data.synthetic import shard_path
+
+    try:
+        with open(os.path.join(folder, "manifest.json")) as f:
+            manifest = json.load(f)
+        num_shards = -(-int(manifest["num"]) // int(manifest["shard_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all(os.path.exists(shard_path(folder, s, num_shards)) for s in range(num_shards))
+
+
 def default_data(image_size: int = 224, camera: str = "perspective",
                  face_model_path: str | None = None, train_num: int = 512,
                  eval_num: int = 64) -> tuple[list[str], list[str]]:
@@ -48,8 +64,9 @@ def default_data(image_size: int = 224, camera: str = "perspective",
     for name, seed, num in (("synthetic_train", TRAIN_SEED, train_num),
                             ("synthetic_eval", EVAL_SEED, eval_num)):
         out = os.path.join(root, f"{name}_{seed}_{num}_{image_size}")
-        _run_tool(["tools/make_synthetic.py", f"--num={num}", f"--seed={seed}",
-                   f"--output={out}", f"--image_size={image_size}"] + extra)
+        if not synthetic_complete(out):
+            _run_tool(["tools/make_synthetic.py", f"--num={num}", f"--seed={seed}",
+                       f"--output={out}", f"--image_size={image_size}"] + extra)
         sets[name] = os.path.join(out, "*.tfrecord")
     photos = os.path.join(root, f"photos_{image_size}_{camera}")
     if not os.path.exists(os.path.join(photos, "report.json")):

@@ -30,6 +30,7 @@ training pipeline reads them like preprocessed photos) with extras
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import cv2
 import numpy as np
@@ -43,6 +44,11 @@ from recon_tf.render.renderer import render_mesh
 from recon_tf.render.uv import UVLayout, attributes_to_uv, rasterize_uv_layout
 
 EXTRA_NAMES = ("coeffs", "vertices", "displacement", "albedo_map")
+
+
+def shard_path(output: str, shard: int, num_shards: int) -> str:
+    """Path of one shard file of a synthetic set written by ``tools/make_synthetic.py``."""
+    return os.path.join(output, f"synthetic-{shard:05d}-of-{num_shards:05d}.tfrecord")
 
 
 @dataclasses.dataclass(frozen=True)
