@@ -143,7 +143,7 @@ def main(argv: list[str]) -> None:
     from recon_tf import assets
     from recon_tf.face_model import load_face_model
     from recon_tf.metrics import (
-        identity_consistency,
+        identity_consistency_of_distances,
         pairwise_vertex_distances_mm,
         rigid_vertex_error_mm,
     )
@@ -156,14 +156,15 @@ def main(argv: list[str]) -> None:
     root = FLAGS.reconstructions or reconstruct_defaults(FLAGS.output)
     shapes = neutral_shapes(root, [face for face, _ in pairs], face_model)
     mask = face_model.front_mask.numpy() > 0.5
+    distances = pairwise_vertex_distances_mm(shapes, mask)
     try:
-        scores = identity_consistency(shapes, [who for _, who in pairs], mask)
+        scores = identity_consistency_of_distances(distances, [who for _, who in pairs])
     except ValueError as err:
         raise app.UsageError(f"{FLAGS.identities or 'DEFAULT_IDENTITIES'}: {err}") from err
     mean = face_model.shape(np.zeros([1, face_model.layout.id_dim], np.float32),
                             np.zeros([1, face_model.layout.exp_dim], np.float32))
     to_mean = np.mean([rigid_vertex_error_mm(s, mean[0].numpy(), mask) for s in shapes])
-    rows = pair_rows(pairwise_vertex_distances_mm(shapes, mask), pairs)
+    rows = pair_rows(distances, pairs)
     os.makedirs(FLAGS.output, exist_ok=True)
     with open(os.path.join(FLAGS.output, "identity_consistency.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -36,6 +36,9 @@ closer to each other than to other people's (AUC 0.67); with 3e-4 23 % (AUC 0.84
 and the trend held over 1e-2 / 3e-3 / 1e-3 / 3e-4 (AUC 0.51 / 0.67 / 0.74 / 0.84).
 The synthetic scores, drawn from the model's own expression prior, moved within
 their noise (vertex error 1.84 → 1.87 mm, NoW-style median 0.414 → 0.427 mm).
+Weaker still, 1e-4 gained a little on real photos (AUC 0.88, +0.05 dB coarse) but
+cost faces turned by 50–65° 0.13 mm of vertex error (the pose-dependent prior scales
+this weight), so 3e-4 stayed (session 14).
 
 **Fine stage**, Eq. (11)–(13):
 

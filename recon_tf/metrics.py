@@ -123,6 +123,23 @@ def identity_consistency(shapes: np.ndarray, identities: list[str],
       mask: bool [N] vertices to align and score (e.g. the front face), or None.
       unit_to_mm: millimetres per model unit (1 for shapes already in mm).
     Returns:
+      :func:`identity_consistency_of_distances` of the pairwise distances.
+    Raises:
+      ValueError: fewer than one same and one different pair, or mismatched sizes.
+    """
+    shapes = np.asarray(shapes)
+    if len(shapes) != len(identities):
+        raise ValueError(f"{len(shapes)} shapes but {len(identities)} identities")
+    return identity_consistency_of_distances(
+        pairwise_vertex_distances_mm(shapes, mask, unit_to_mm), identities)
+
+
+def identity_consistency_of_distances(distances: np.ndarray, identities: list[str]
+                                      ) -> dict[str, float]:
+    """:func:`identity_consistency`'s scores from a float [F, F] matrix of pairwise
+    distances (mm; only the upper triangle is read).
+
+    Returns:
       dict of floats: ``same_mm`` and ``different_mm`` (mean distances of the same
       and different pairs), ``ratio`` (different / same: 1 is no identity at all),
       ``auc`` (the share of (same pair, different pair) combinations whose
@@ -131,13 +148,13 @@ def identity_consistency(shapes: np.ndarray, identities: list[str],
     Raises:
       ValueError: fewer than one same and one different pair, or mismatched sizes.
     """
-    shapes = np.asarray(shapes)
-    if len(shapes) != len(identities):
-        raise ValueError(f"{len(shapes)} shapes but {len(identities)} identities")
-    distances = pairwise_vertex_distances_mm(shapes, mask, unit_to_mm)
+    distances = np.asarray(distances)
+    if distances.shape != (len(identities), len(identities)):
+        raise ValueError(f"distances of shape {distances.shape} for {len(identities)} "
+                         "identities")
     same, different = [], []
-    for i in range(len(shapes)):
-        for j in range(i + 1, len(shapes)):
+    for i in range(len(identities)):
+        for j in range(i + 1, len(identities)):
             (same if identities[i] == identities[j] else different).append(distances[i, j])
     if not same or not different:
         raise ValueError(f"need at least one same-person and one different-person pair; "

@@ -165,3 +165,17 @@ def test_identity_consistency_is_chance_without_identity():
         metrics.identity_consistency(shapes[:3], ["a", "b", "c"])
     with pytest.raises(ValueError, match="identities"):
         metrics.identity_consistency(shapes[:3], ["a", "a"])
+
+
+def test_identity_consistency_of_a_known_distance_matrix():
+    """Same pairs 1 and 3 mm, different pairs 2, 3, 4, 5 mm: 6.5 of 8 combinations have
+    the different pair farther (the tie at 3 mm counts half)."""
+    d = np.zeros((4, 4))
+    for (i, j), v in {(0, 1): 1.0, (2, 3): 3.0, (0, 2): 2.0, (0, 3): 4.0, (1, 2): 5.0,
+                      (1, 3): 3.0}.items():
+        d[i, j] = v
+    out = metrics.identity_consistency_of_distances(d, ["a", "a", "b", "b"])
+    assert out["auc"] == 6.5 / 8 and (out["same_mm"], out["different_mm"]) == (2.0, 3.5)
+    assert out["ratio"] == 1.75 and (out["same_pairs"], out["different_pairs"]) == (2, 4)
+    with pytest.raises(ValueError, match="shape"):
+        metrics.identity_consistency_of_distances(d[:3], ["a", "a", "b", "b"])
