@@ -126,10 +126,17 @@ class CoarseLossWeights:
         """Defaults for a face model (bounded blendshapes change λ_β), then explicit
         overrides (None = default). Training and per-photo fitting share them."""
         values = {}
-        if getattr(face_model, "exp_bounds", None) is not None:
+        if bounded_expressions(face_model):
             values["beta_weight"] = BLENDSHAPE_BETA_WEIGHT
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def bounded_expressions(face_model) -> bool:
+    """Whether the model's expression coefficients are bounded blendshape weights
+    (it carries ``exp_bounds``, e.g. ICT's β ∈ [0, 1]) rather than PCA scores: the
+    switch for ``BLENDSHAPE_BETA_WEIGHT`` and ``FIT_BLENDSHAPE_BETA_WEIGHT``."""
+    return getattr(face_model, "exp_bounds", None) is not None
 
 
 FLAG_HELP = {

@@ -179,12 +179,11 @@ def fit_beta_weight(face_model) -> float | None:
     """λ_β of the fit: ``--beta_weight`` when given, else for a model of bounded
     blendshapes :data:`recon_tf.losses.FIT_BLENDSHAPE_BETA_WEIGHT` (weaker than
     training's; see there), else None (the model's default)."""
-    from recon_tf.losses import FIT_BLENDSHAPE_BETA_WEIGHT
+    from recon_tf.losses import FIT_BLENDSHAPE_BETA_WEIGHT, bounded_expressions
 
     if FLAGS.beta_weight is not None:
         return FLAGS.beta_weight
-    bounded = getattr(face_model, "exp_bounds", None) is not None
-    return FIT_BLENDSHAPE_BETA_WEIGHT if bounded else None
+    return FIT_BLENDSHAPE_BETA_WEIGHT if bounded_expressions(face_model) else None
 
 
 def build_reconstructor():
