@@ -22,7 +22,8 @@ Protocol:
   it, a tiny R-Net trained here for ``--coarse_steps`` steps (``train_coarse.py
   --backbone=small``). Runs live in ``<output>/runs`` and resume when re-run. Tiny runs
   show the path working; they are not the paper's models. Each run's switches are
-  checked against its variant (``run_meta.json``).
+  checked against its variant (``run_meta.json``). ``--train_jobs`` trains that many
+  side by side.
 * **Data.** As Table 1: CelebA's test split (``--data_root``, ``--split``, ``--limit``);
   without ``--data_root`` the shared photos ``<assets>/images/faces`` (NOT CelebA).
 * **Crop.** Largest face, MTCNN + PFLD, Deep3DFace 5-point alignment to 224²
@@ -45,6 +46,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from absl import app, flags, logging
 
@@ -78,6 +80,9 @@ flags.DEFINE_integer("train_batch_size", 4, "Batch size of the tiny runs.")
 flags.DEFINE_integer("train_num", 64, "Synthetic faces in the tiny runs' default training set.")
 flags.DEFINE_integer("train_filters", 16, "Channels of the tiny modules' first level.")
 flags.DEFINE_integer("train_depth", 3, "Encoder levels of the tiny modules.")
+flags.DEFINE_integer("train_jobs", 1, "Tiny fine runs trained side by side (each then logs "
+                     "to <output>/runs/fine_<variant>.log). Short CPU runs are bound by "
+                     "process start-up and tracing, so 2 pays on 2 cores; 1 for GPU runs.")
 flags.DEFINE_list("train_data", [], "TFRecord globs the tiny runs train on (default: the "
                   "default data: synthetic faces + the shared photos).")
 
@@ -97,15 +102,39 @@ SPEC = _tables.TableSpec(
     "CelebA test split (count not given)")
 
 
-def run_script(script: str, args: list[str]) -> None:
-    """Run a training script (all its output goes to stderr); a failure is a UsageError."""
+def run_script(script: str, args: list[str], log: str | None = None) -> None:
+    """Run a training script; a failure is a UsageError.
+
+    Its output goes to stderr (this script's stdout carries only the table), or, given
+    ``log``, to that file (runs trained side by side would interleave their logs)."""
     cmd = [sys.executable, os.path.join(_tables.ROOT, "experiments", script), *args]
-    logging.info("running %s", " ".join(cmd))
+    logging.info("running %s%s", " ".join(cmd), f" (log: {log})" if log else "")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [_tables.ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    # stdout → stderr: this script's stdout carries only the table.
-    if subprocess.run(cmd, cwd=_tables.ROOT, env=env, stdout=sys.stderr).returncode != 0:
-        raise app.UsageError(f"{script} failed; see its log above")
+    if log is None:
+        if subprocess.run(cmd, cwd=_tables.ROOT, env=env, stdout=sys.stderr).returncode:
+            raise app.UsageError(f"{script} failed; see its log above")
+        return
+    with open(log, "w") as out:
+        code = subprocess.run(cmd, cwd=_tables.ROOT, env=env, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+    if code:
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        raise app.UsageError(f"{script} failed; its log {log} ends:\n{tail}")
+
+
+def run_scripts(runs: list[tuple[str, list[str], str]], jobs: int) -> None:
+    """Run ``(script, args, log file)`` training runs, ``jobs`` at a time.
+
+    One at a time, each logs to stderr; side by side, each to its own log file."""
+    if jobs <= 1:
+        for script, args, _ in runs:
+            run_script(script, args)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(run_script, *run) for run in runs]:
+            future.result()
 
 
 def marks(switches: tuple[bool, bool, bool]) -> dict[str, str]:
@@ -171,13 +200,16 @@ def variant_runs(out: str) -> tuple[dict[str, str], list[str]]:
                       for key, label, _ in missing]
     folder = os.path.join(out, "runs")
     coarse, size = frozen_coarse(folder)
+    trainings = []
     for key, _, (wavelet, displacement, albedo) in missing:
         runs[key] = os.path.join(folder, f"fine_{key}")
-        run_script("train_fine.py", [
+        trainings.append(("train_fine.py", [
             *_train_args(size, FLAGS.train_steps, runs[key]), f"--coarse_model={coarse}",
             f"--use_wavelet={wavelet}", f"--use_displacement={displacement}",
             f"--use_albedo={albedo}", f"--uv_size={FLAGS.train_uv_size}",
-            f"--base_filters={FLAGS.train_filters}", f"--depth={FLAGS.train_depth}"])
+            f"--base_filters={FLAGS.train_filters}", f"--depth={FLAGS.train_depth}"],
+            runs[key] + ".log"))
+    run_scripts(trainings, FLAGS.train_jobs)
     return runs, [f"Tiny runs trained here ({', '.join(v[0] for v in missing)}): "
                   f"{FLAGS.train_steps} steps, {size}² crops, UV {FLAGS.train_uv_size}², batch "
                   f"{FLAGS.train_batch_size}, on "
