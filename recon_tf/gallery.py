@@ -160,8 +160,9 @@ def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructi
     """Write ``<out_dir>/index.html`` from a ``summary.json``-shaped dict.
 
     One row per reconstructed face (``summary["images"][i]["faces"]``), then a
-    table of skipped inputs with their reasons, and one of the faces left out of
-    reconstructed photos (``failed_faces``, e.g. ``not_a_face``). Images are linked by paths
+    table of skipped inputs with their reasons, one of the faces left out of
+    reconstructed photos (``failed_faces``, e.g. ``not_a_face``) and one of the input
+    folder's files without an image extension (``ignored``). Images are linked by paths
     relative to ``out_dir``; a missing file shows as an empty cell.
 
     Returns:
@@ -201,6 +202,8 @@ def write_index(out_dir: str, summary: dict, title: str = "recon_tf reconstructi
                     ("path", "status", "reason", "note"))
     parts += _table("Faces left out", left_out, ("input", "face", "reason", "detail"),
                     ("path", "face_index", "reason", "note"))
+    parts += _table("Other files of the input folder (ignored)", summary.get("ignored", []),
+                    ("file", "reason"), ("path", "reason"))
     parts.append("</body></html>\n")
     path = os.path.join(out_dir, "index.html")
     tmp = path + ".tmp"

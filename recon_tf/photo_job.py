@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 
 from absl import logging
 
@@ -46,10 +47,7 @@ def list_inputs(spec: str) -> list[str]:
       FileNotFoundError: ``spec`` does not exist.
     """
     if os.path.isdir(spec):
-        out = []
-        for root, _, files in os.walk(spec):
-            out += [os.path.join(root, f) for f in files]
-        return sorted(p for p in out if p.lower().endswith(IMAGE_EXTENSIONS))
+        return [p for p in _folder_files(spec) if p.lower().endswith(IMAGE_EXTENSIONS)]
     if not os.path.exists(spec):
         raise FileNotFoundError(f"--input {spec} does not exist")
     if spec.lower().endswith((".txt", ".lst", ".list")):
@@ -58,6 +56,25 @@ def list_inputs(spec: str) -> list[str]:
             lines = [ln.split("#", 1)[0].strip() for ln in f]
         return [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines if ln]
     return [spec]
+
+
+def ignored_inputs(spec: str) -> list[str]:
+    """The files of a folder ``spec`` that :func:`list_inputs` leaves out (no image
+    extension: annotations, videos, notes), sorted; none for a photo or a list file.
+
+    The main job lists them in ``summary.json`` (``ignored``), so that every file of
+    the folder is accounted for."""
+    if not os.path.isdir(spec):
+        return []
+    return [p for p in _folder_files(spec) if not p.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def _folder_files(folder: str) -> list[str]:
+    """Every file under ``folder`` (recursive), sorted."""
+    out = []
+    for root, _, files in os.walk(folder):
+        out += [os.path.join(root, f) for f in files]
+    return sorted(out)
 
 
 def output_stems(paths: list[str]) -> list[str]:
@@ -145,13 +162,16 @@ def is_complete(out: str, stem: str, files: tuple[str, ...]) -> bool:
                for face in entry.get("faces", []) for name in files)
 
 
-def write_summary(out: str, paths: list[str], stems: list[str], wall_seconds: float) -> dict:
+def write_summary(out: str, paths: list[str], stems: list[str], wall_seconds: float,
+                  ignored: Sequence[str] = ()) -> dict:
     """Rebuild ``summary.json`` and ``index.html`` from the records of ``paths``.
 
     Returns:
-      the summary: ``{"images": [entry per input], "totals": {...}}``, where
-      an entry is ``{"path", "status": ok | skipped | pending, ...}`` and the
-      totals count inputs by status, faces, and seconds per stage.
+      the summary: ``{"images": [entry per input], "ignored": [...], "totals": {...}}``,
+      where an entry is ``{"path", "status": ok | skipped | pending, ...}``,
+      ``ignored`` lists ``{"path", "reason"}`` for the input folder's files without an
+      image extension (:func:`ignored_inputs`), and the totals count inputs by
+      status, ignored files, faces, and seconds per stage.
     """
     from recon_tf.gallery import write_index
 
@@ -163,11 +183,15 @@ def write_summary(out: str, paths: list[str], stems: list[str], wall_seconds: fl
     totals: dict = {"inputs": len(images)}
     for status in ("ok", "skipped", "pending"):
         totals[status] = sum(e["status"] == status for e in images)
+    totals["ignored"] = len(ignored)
     totals["faces"] = sum(len(e.get("faces", [])) for e in images)
     totals["seconds"] = {s: round(sum(e.get("seconds", {}).get(s, 0.0) for e in images), 2)
                          for s in STAGES}
     totals["wall_seconds_this_process"] = round(wall_seconds, 2)
-    summary = {"images": images, "totals": totals}
+    summary = {"images": images,
+               "ignored": [{"path": p, "reason": "not an image file name (extension)"}
+                           for p in ignored],
+               "totals": totals}
     _write_json(os.path.join(out, "summary.json"), summary)
     write_index(out, summary)
     return summary

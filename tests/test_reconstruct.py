@@ -38,6 +38,9 @@ def _bad_and_odd_inputs(src, photo):
     (src / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
     (src / "notes.png").write_text("not an image")
     (src / "empty.jpg").write_bytes(b"")
+    (src / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")  # ignored, but listed
+    (src / "annotations").mkdir()
+    (src / "annotations" / "takeo.pts").write_text("version: 1\n")
     jpeg = cv2.imencode(".jpg", cv2.imread(photo))[1].tobytes()
     (src / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 3])
     cv2.imwrite(str(src / "one_pixel.png"), np.zeros((1, 1, 3), np.uint8))
@@ -90,7 +93,7 @@ def run_dir(tmp_path_factory):
 def test_every_input_is_reported_and_good_ones_have_all_outputs(run_dir):
     from recon_tf.gallery import PREVIEW_FILES
 
-    _, out, result = run_dir
+    src, out, result = run_dir
     summary = json.load(open(out / "summary.json"))
     status = {os.path.basename(e["path"]): e for e in summary["images"]}
     assert set(status) == set(SKIPPED) | set(RECONSTRUCTED) | {"truncated.jpg"}
@@ -115,6 +118,10 @@ def test_every_input_is_reported_and_good_ones_have_all_outputs(run_dir):
                                                                    len(SKIPPED) + 1, 0)
     assert totals["faces"] == sum(RECONSTRUCTED.values())
     assert totals["seconds"]["fit"] > 0
+    # The folder's files without an image extension are not inputs, but are listed.
+    assert [os.path.relpath(e["path"], src) for e in summary["ignored"]] == [
+        os.path.join("annotations", "takeo.pts"), "clip.mp4"]
+    assert totals["ignored"] == 2 and "2 other files ignored" in result.stdout
     assert "ETA" in result.stderr  # progress with rate and ETA
 
 
@@ -178,6 +185,7 @@ def test_index_html_shows_every_face_and_every_skip(run_dir):
                     assert f"src='{os.path.join(face['output'], name)}'" in page
         else:
             assert os.path.basename(entry["path"]) in page and entry["reason"] in page
+    assert all(e["path"] in page for e in summary["ignored"])
     views = cv2.imread(str(out / "takeo" / "geometry_views.png"))
     assert views.shape[1] == 2 * views.shape[0]  # two views side by side
     assert (views < 250).mean() > 0.1  # grey geometry on white
@@ -318,6 +326,11 @@ def test_list_file_input_and_missing_input(tmp_path, run_dir):
     assert [e["status"] for e in summary["images"]] == ["skipped"]
     missing = _run(f"--input={tmp_path / 'absent.jpg'}", f"--output={tmp_path / 'o2'}")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"\x00")
+    none = _run(f"--input={tmp_path / 'videos'}", f"--output={tmp_path / 'o3'}")
+    assert none.returncode != 0 and "no images found" in none.stderr
+    assert "1 files without an image extension, e.g. clip.mp4" in none.stderr
 
 
 def test_fine_outputs_are_consistent(run_dir):

@@ -412,8 +412,9 @@ def _photo_entry(path: str, stem: str, faces: list[dict], prepared_info: dict,
             **({"failed_faces": sorted(failed, key=lambda f: f["face_index"])} if failed else {})}
 
 
-def run(paths: list[str], out: str) -> dict:
-    """Reconstruct this process's shard of ``paths`` into ``out``; returns the summary."""
+def run(paths: list[str], out: str, ignored: list[str] | None = None) -> dict:
+    """Reconstruct this process's shard of ``paths`` into ``out``; returns the summary
+    (``ignored``: the input folder's other files, listed in it)."""
     from recon_tf.photo_job import (
         JobProgress,
         is_complete,
@@ -458,14 +459,14 @@ def run(paths: list[str], out: str) -> dict:
                 entry = _photo_entry(path, stem, faces, info, t_prep)
                 write_record(out, stem, entry)
                 faces_done += entry.get("faces_reconstructed", 0)
-            write_summary(out, paths, stems, time.time() - started)
+            write_summary(out, paths, stems, time.time() - started, ignored or [])
             progress.update(min(start + FLAGS.batch_size, len(todo)), faces_done)
-    return write_summary(out, paths, stems, time.time() - started)
+    return write_summary(out, paths, stems, time.time() - started, ignored or [])
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from recon_tf.photo_job import list_inputs, parse_shard
+    from recon_tf.photo_job import ignored_inputs, list_inputs, parse_shard
 
     if not FLAGS.input:
         raise app.UsageError("--input is required (a photo, a folder or a list file)")
@@ -474,12 +475,16 @@ def main(argv: list[str]) -> None:
         paths = list_inputs(FLAGS.input)
     except (ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from err
+    ignored = ignored_inputs(FLAGS.input)
     if not paths:
-        raise app.UsageError(f"no images found in {FLAGS.input}")
-    summary = run(paths, FLAGS.output)
+        raise app.UsageError(f"no images found in {FLAGS.input}" + (
+            f" ({len(ignored)} files without an image extension, e.g. "
+            f"{os.path.basename(ignored[0])})" if ignored else ""))
+    summary = run(paths, FLAGS.output, ignored)
     t = summary["totals"]
     print(f"reconstructed {t['faces']} faces in {t['ok']} of {t['inputs']} images into "
-          f"{FLAGS.output} ({t['skipped']} skipped, {t['pending']} pending in other shards; "
+          f"{FLAGS.output} ({t['skipped']} skipped, {t['pending']} pending in other shards, "
+          f"{t['ignored']} other files ignored; "
           f"see {os.path.join(FLAGS.output, 'summary.json')} and "
           f"{os.path.join(FLAGS.output, 'index.html')})")
 
