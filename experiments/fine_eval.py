@@ -48,6 +48,11 @@ flags.DEFINE_integer("batch_size", 4, "Faces refined together.")
 flags.DEFINE_string("output", "outputs/fine_eval", "Output directory.")
 flags.DEFINE_string("figure", None, "Also write input | coarse | fine | detail normals | true "
                     "normals | shaded fine geometry of the first face to this PNG.")
+flags.DEFINE_float("noise_sigma", 0.0, "Gaussian noise (standard deviation, [0, 1] pixel "
+                   "units) added to the inputs: a noisy photo. PSNRs are against the noisy "
+                   "input; the albedo, displacement and relit scores against the truth.")
+flags.DEFINE_bool("fine_denoise", True, "Fine fitting reads the input through "
+                  "recon_tf.denoise.denoise_for_fit, as the main job does by default.")
 flags.DEFINE_integer("relight_seed", 77, "Seed of the new lights for the relighting test.")
 
 
@@ -95,6 +100,7 @@ def main(argv: list[str]) -> None:
 
     from bfm import load_default_face_model
     from recon_tf.data.synthetic import SyntheticConfig, SyntheticRenderer
+    from recon_tf.denoise import denoise_for_fit
     from recon_tf.fine import FineStage, displacement_error_mm, load_fine_modules
     from recon_tf.losses import FineLossWeights
 
@@ -108,20 +114,28 @@ def main(argv: list[str]) -> None:
     modules = (None, None)
     if FLAGS.fine_model:
         modules = load_fine_modules(FLAGS.fine_model, fm, FLAGS.uv_size)[:2]
-    rows = []
+    rows, noise = [], []
     for start in range(0, FLAGS.num_synthetic, FLAGS.batch_size):
         idx = range(start, min(start + FLAGS.batch_size, FLAGS.num_synthetic))
         rendered = renderer.render([renderer.sample(FLAGS.synthetic_seed, i) for i in idx])
-        images = tf.constant(np.stack([r["image"] for r in rendered]).astype(np.float32) / 255)
+        images = np.stack([r["image"] for r in rendered]).astype(np.float32) / 255
+        if FLAGS.noise_sigma > 0:  # a noisy photo (seeded per batch)
+            images = np.clip(images + np.random.default_rng(start).normal(
+                0.0, FLAGS.noise_sigma, images.shape), 0.0, 1.0).astype(np.float32)
+        images = tf.constant(images)
         skin = tf.constant((np.stack([r["mask"] for r in rendered])[..., None] > 0)
                            .astype(np.float32))
-        inputs = stage.prepare(tf.constant(np.stack([r["coeffs"] for r in rendered])), images)
+        seen = images  # what the fine stage reads (the main job's choice, see --fine_denoise)
+        if FLAGS.fine_denoise and not FLAGS.fine_model:
+            seen, sigma = denoise_for_fit(images, skin)
+            noise += list(sigma.numpy())
+        inputs = stage.prepare(tf.constant(np.stack([r["coeffs"] for r in rendered])), seen)
         coarse = stage.render(inputs, inputs.coarse_albedo, tf.zeros_like(inputs.visible))
         if FLAGS.fine_model:
             albedo, disp = stage.predict(inputs, *modules)
             fine = stage.render(inputs, albedo, disp)
         else:
-            fine, _ = stage.fit(inputs, images, skin, FLAGS.fine_steps)
+            fine, _ = stage.fit(inputs, seen, skin, FLAGS.fine_steps)
         scored = (inputs.visible.numpy() > 0.5) & (inputs.facing.numpy() >= 0.5)
         face = (inputs.front * skin).numpy()[..., 0] > 0.5
         new_light = tf.constant([renderer.sample(FLAGS.relight_seed, 10_000 + start + j)
@@ -156,7 +170,11 @@ def main(argv: list[str]) -> None:
                 "relit_fine": psnr(relit_truth[j], relit_fine[j], face[j])})
     m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     method = f"trained modules ({FLAGS.fine_model})" if FLAGS.fine_model else (
-        f"per-photo fine fitting, {FLAGS.fine_steps} steps")
+        f"per-photo fine fitting, {FLAGS.fine_steps} steps, "
+        + (f"on the Wiener-filtered input (measured noise σ {255 * np.mean(noise):.2f} of "
+           "255)" if FLAGS.fine_denoise else "on the input as it is"))
+    if FLAGS.noise_sigma > 0:
+        method += f"; inputs with Gaussian noise σ = {255 * FLAGS.noise_sigma:.2f} of 255"
     text = "\n".join([
         f"Fine stage on {len(rows)} held-out synthetic faces (seed {FLAGS.synthetic_seed}, "
         f"true coarse coefficients, UV {FLAGS.uv_size}²): {method}.", "",

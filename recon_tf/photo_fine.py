@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from recon_tf.denoise import denoise_for_fit
 from recon_tf.reconstruction import DM_TO_MM, PhotoReconstructor, PreparedFace, paste
 
 FINE_OUTPUT_FILES = ("mesh_fine.obj", "mesh_fine.mtl", "albedo.png", "displacement.npy",
@@ -40,6 +41,9 @@ class FineSettings:
       steps: per-photo fine-fitting steps.
       subdivisions: midpoint subdivisions of ``mesh_fine.obj`` before the
         displacement is baked in (each ×4 triangles).
+      denoise: per-photo fine fitting reads each crop through
+        :func:`recon_tf.denoise.denoise_for_fit` (a Wiener filter at the crop's
+        own noise level); trained modules read the crop as it is.
     """
 
     stage: object
@@ -47,6 +51,7 @@ class FineSettings:
     displacement_module: object = None
     steps: int = 100
     subdivisions: int = 2
+    denoise: bool = True
 
 
 def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: np.ndarray):
@@ -57,7 +62,9 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
     A face whose fine stage fails (an error, or NaN/Inf in its maps) keeps the
     coarse albedo and D = 0, so its fine files are still written and the run goes
     on; ``terms["fell_back"]`` is 1 for such a face (0 otherwise) and a warning
-    names the cause.
+    names the cause. With ``FineSettings.denoise`` (fitting only) the fit reads
+    the Wiener-filtered crops and ``terms["noise_sigma"]`` holds each crop's
+    measured noise (0–255 units).
     """
     fine = recon.fine
     images = tf.constant(np.stack([f.crop for f in faces]).astype(np.float32) / 255.0)
@@ -67,11 +74,15 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
     occluded = None if not any(o is not None and o.any() for o in occluded) else tf.constant(
         np.stack([o if o is not None else np.zeros(f.fine_mask.shape, np.uint8)
                   for o, f in zip(occluded, faces)]).astype(np.float32)[..., None] / 255.0)
-    inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), images, occluded)
+    fitting = fine.albedo_module is None and fine.displacement_module is None
+    seen, noise = images, None
+    if fitting and fine.denoise:
+        seen, noise = denoise_for_fit(images, mask)
+    inputs = fine.stage.prepare(tf.constant(np.asarray(coeffs, np.float32)), seen, occluded)
     id_target, terms = fine.stage.id_target(images), None
     try:
-        if fine.albedo_module is None and fine.displacement_module is None:
-            outputs, terms = fine.stage.fit(inputs, images, mask, fine.steps)
+        if fitting:
+            outputs, terms = fine.stage.fit(inputs, seen, mask, fine.steps)
         else:
             albedo, disp = fine.stage.predict(inputs, fine.albedo_module,
                                               fine.displacement_module)
@@ -94,6 +105,8 @@ def fine_details(recon: PhotoReconstructor, faces: list[PreparedFace], coeffs: n
         terms = {k: v.numpy() for k, v in
                  fine.stage.terms(inputs, outputs, images, mask, id_target).items()}
     terms["fell_back"] = failed.astype(np.float32)
+    if noise is not None:
+        terms["noise_sigma"] = noise.numpy() * 255.0
     return outputs, terms
 
 

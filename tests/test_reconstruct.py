@@ -358,6 +358,8 @@ def test_fine_outputs_are_consistent(run_dir):
     summary = json.load(open(out / "summary.json"))
     entry = [e for e in summary["images"] if e["path"].endswith("takeo.ppm")][0]
     assert set(entry["faces"][0]["fine_loss"]) >= {"pho", "alb", "smo", "total"}
+    assert "noise_sigma" not in entry["faces"][0]["fine_loss"]
+    assert 0 < entry["faces"][0]["fine_noise_sigma"] < 10  # 0–255 units, a clean scan
 
 
 def test_summary_reports_each_render_psnr_over_the_detected_face(run_dir):

@@ -132,6 +132,9 @@ flags.DEFINE_string("fine_model", None, "Trained fine modules (experiments/train
                     "directory); without it the detail is fitted per photo.")
 flags.DEFINE_integer("fine_steps", 100, "Per-photo fine-fitting steps (no --fine_model; "
                      "momentum SGD on RMS-normalised gradients, FineStage.fit).")
+flags.DEFINE_bool("fine_denoise", True, "Per-photo fine fitting reads the photo through a "
+                  "Wiener filter at its own measured noise level (recon_tf.denoise), so that "
+                  "grain does not become albedo detail; a clean photo is left as it is.")
 flags.DEFINE_integer("fine_uv_size", 256, "Side of the fine stage's UV maps.")
 flags.DEFINE_enum("wavelet_source", "uv", ["uv", "crop"], "What the wavelet encoder reads: "
                   "the input unwrapped into UV, or the aligned crop.")
@@ -286,7 +289,8 @@ def build_fine(face_model, identity):
         from recon_tf.fine import load_fine_modules
 
         modules = load_fine_modules(FLAGS.fine_model, face_model, FLAGS.fine_uv_size)
-    return FineSettings(stage, modules[0], modules[1], FLAGS.fine_steps, FLAGS.subdivisions)
+    return FineSettings(stage, modules[0], modules[1], FLAGS.fine_steps, FLAGS.subdivisions,
+                        FLAGS.fine_denoise)
 
 
 def _output_files() -> tuple[str, ...]:
@@ -342,8 +346,11 @@ def reconstruct_faces(recon, faces: list, out: str) -> list[dict]:
             "psnr": render_psnr(face, out_dir, fine=fine is not None),
             "loss": _round(result.terms, i),
             **({} if fine is None else {
-                "fine_loss": _round({n: v for n, v in fine[1].items() if n != "fell_back"}, i)}),
+                "fine_loss": _round({n: v for n, v in fine[1].items()
+                                     if n not in ("fell_back", "noise_sigma")}, i)}),
             **({"fine_fell_back": True} if fine is not None and fine[1]["fell_back"][i] else {}),
+            **({"fine_noise_sigma": round(float(fine[1]["noise_sigma"][i]), 3)}
+               if fine is not None and "noise_sigma" in fine[1] else {}),
             "seconds": {"fit": round(t_fit, 3), "fine": round(t_fine, 3),
                         "write": round(time.time() - t0, 3)},
             **{key: v for key, v in face.info.items()
