@@ -489,9 +489,10 @@ def main(argv: list[str]) -> None:
             f"{os.path.basename(ignored[0])})" if ignored else ""))
     summary = run(paths, FLAGS.output, ignored)
     t = summary["totals"]
+    ignored_note = f", {t['ignored']} other files ignored" if t["ignored"] else ""
     print(f"reconstructed {t['faces']} faces in {t['ok']} of {t['inputs']} images into "
-          f"{FLAGS.output} ({t['skipped']} skipped, {t['pending']} pending in other shards, "
-          f"{t['ignored']} other files ignored; "
+          f"{FLAGS.output} ({t['skipped']} skipped, {t['pending']} pending in other shards"
+          f"{ignored_note}; "
           f"see {os.path.join(FLAGS.output, 'summary.json')} and "
           f"{os.path.join(FLAGS.output, 'index.html')})")
 
